@@ -1,0 +1,71 @@
+"""The extension contract of saexplain: every hook a plugin can implement, on one page.
+
+A plugin is any module or object with functions decorated by `saexplain.hookimpl` whose names
+match the hooks below. Installed distributions announce plugins through the `saexplain`
+entry-point group; a notebook can call `saexplain.register_plugin(obj)`.
+
+Each `register_*` hook receives a `register(name, factory, *, description="", override=False)`
+callback. Factories are called lazily with keyword settings and return the component:
+
+- backend factory: `factory(model, **settings) -> Backend`
+- explainer factory: `factory(**settings) -> Explainer`
+- scorer factory: `factory(**settings) -> Scorer`
+- provider factory: `factory(model: str, **settings) -> Provider`
+
+Registering a name another plugin already registered raises, unless `override=True` is passed
+(an explicit, recorded replacement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import pluggy
+
+PROJECT = "saexplain"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The callback `register_*` hooks receive."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        description: str = "",
+        override: bool = False,
+    ) -> None: ...
+
+
+@hookspec
+def register_backends(register: Register) -> None:
+    """Register model-stack backends (nnsight, TransformerLens, ...) by name."""
+
+
+@hookspec
+def register_explainers(register: Register) -> None:
+    """Register explainers (methods that turn a latent record into an explanation) by name."""
+
+
+@hookspec
+def register_scorers(register: Register) -> None:
+    """Register scorers (methods that score an explanation against a latent record) by name."""
+
+
+@hookspec
+def register_providers(register: Register) -> None:
+    """Register LLM providers (hosted APIs, local models) by name."""
+
+
+@hookspec(firstresult=True)
+def detect_backend(model: object) -> str | None:
+    """Return the backend name that can wrap `model`, or None to let other plugins answer.
+
+    Decide by the object's type and module name (`type(model).__module__`) without importing a
+    heavy library. The first non-None answer wins; an explicit `backend=` always overrides it.
+    """

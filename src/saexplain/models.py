@@ -1,0 +1,348 @@
+"""The data model: plain, frozen, JSON round-trippable records. No tensors live here.
+
+Everything saexplain writes to disk or passes between plugins is one of these models, so a run
+directory can be read back into the same objects (`Model.model_validate_json(line)`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    field_validator,
+    model_validator,
+)
+
+Settings = dict[str, JsonValue]
+"""Method settings: JSON values only, so they can be recorded beside every result."""
+
+
+class Frozen(BaseModel):
+    """Base of every saexplain model: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- identity -----------------------------------------------------------------------------------
+
+
+class LatentRef(Frozen):
+    """Which latent: a coder (by id), the hook it reads, and the latent's index."""
+
+    coder_id: str = Field(min_length=1)
+    hook: str = Field(min_length=1)
+    index: NonNegativeInt
+
+    @property
+    def key(self) -> str:
+        """A stable file-name-safe key, delphi style: `<hook>_latent<i>`."""
+        return f"{self.hook}_latent{self.index}"
+
+    def __str__(self) -> str:
+        return f"{self.coder_id}:{self.index}"
+
+
+# --- examples and records -------------------------------------------------------------------------
+
+
+class ExampleKind(StrEnum):
+    ACTIVATING = "activating"
+    RANDOM = "random"  # contexts where the latent is zero
+    NEIGHBOUR = "neighbour"  # contexts where similar latents fire and this one does not
+    SIMILAR_TEXT = "similar_text"  # hard negatives near activating examples in embedding space
+    GENERATED = "generated"  # text written by an LLM or the model (generation scorers)
+
+
+class Example(Frozen):
+    """A window of tokens with this latent's activation at every token."""
+
+    tokens: tuple[int, ...]
+    str_tokens: tuple[str, ...]
+    activations: tuple[float, ...]
+    kind: ExampleKind = ExampleKind.ACTIVATING
+    row: NonNegativeInt | None = None  # context index in the store
+    start: NonNegativeInt | None = None  # first token position inside that context
+    quantile: Annotated[int, Field(ge=0)] | None = None  # activation decile/bin, when sampled so
+    sampler: str | None = None  # which sampler chose it: top, random, quantile, importance...
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Self:
+        n = len(self.tokens)
+        if len(self.str_tokens) != n or len(self.activations) != n:
+            raise ValueError(
+                f"tokens ({n}), str_tokens ({len(self.str_tokens)}) and activations "
+                f"({len(self.activations)}) must have the same length"
+            )
+        return self
+
+    @property
+    def max_activation(self) -> float:
+        return max(self.activations, default=0.0)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.str_tokens)
+
+
+class LatentStats(Frozen):
+    """Activation statistics of one latent over the collected tokens."""
+
+    n_tokens: NonNegativeInt  # tokens seen
+    count: NonNegativeInt  # tokens where the latent fired (> 0)
+    max: float = 0.0
+    mean: float = 0.0  # mean over firing tokens
+    quantiles: tuple[float, ...] = ()  # boundaries of the activation bins, ascending
+
+    @property
+    def frequency(self) -> float:
+        return self.count / self.n_tokens if self.n_tokens else 0.0
+
+    @property
+    def dead(self) -> bool:
+        return self.count == 0
+
+
+class LatentRecord(Frozen):
+    """Everything the explainers and scorers know about one latent.
+
+    `explanation_examples` and `scoring_examples` are disjoint by construction (the samplers keep
+    a held-out split); `non_activating` carries negatives of every kind, tagged by `Example.kind`.
+    """
+
+    latent: LatentRef
+    stats: LatentStats
+    explanation_examples: tuple[Example, ...] = ()
+    scoring_examples: tuple[Example, ...] = ()
+    non_activating: tuple[Example, ...] = ()
+    sampling: Settings = Field(default_factory=dict)  # sampler names, counts, seeds, windows
+
+    def negatives(self, kind: ExampleKind | None = None) -> tuple[Example, ...]:
+        if kind is None:
+            return self.non_activating
+        return tuple(e for e in self.non_activating if e.kind == kind)
+
+
+# --- LLM traffic ----------------------------------------------------------------------------------
+
+
+class Message(Frozen):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(Frozen):
+    """One chat completion request, in provider-neutral form (also the response-cache key)."""
+
+    messages: tuple[Message, ...] = Field(min_length=1)
+    n: Annotated[int, Field(ge=1)] = 1
+    temperature: Annotated[float, Field(ge=0.0)] = 0.0
+    max_tokens: Annotated[int, Field(ge=1)] = 512
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+class TokenLogprob(Frozen):
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()  # alternatives (token, logprob), best first
+
+
+class Usage(Frozen):
+    """Tokens and money spent; adds up across calls."""
+
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    cost_usd: Annotated[float, Field(ge=0.0)] = 0.0
+    calls: NonNegativeInt = 0
+    cached_calls: NonNegativeInt = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            calls=self.calls + other.calls,
+            cached_calls=self.cached_calls + other.cached_calls,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Choice(Frozen):
+    text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    finish_reason: str | None = None
+
+
+class ChatResponse(Frozen):
+    model: str
+    choices: tuple[Choice, ...] = Field(min_length=1)
+    usage: Usage = Usage()
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # the method ran and could not produce a result (e.g. unparseable answer)
+    ERROR = "error"  # the method could not run (provider outage, spend cap, bad input)
+
+
+class _Result(Frozen):
+    status: Status = Status.OK
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _error_iff_not_ok(self) -> Self:
+        if (self.status is Status.OK) == (self.error is not None):
+            raise ValueError("error must be set exactly when status is not 'ok'")
+        return self
+
+
+class Explanation(_Result):
+    latent: LatentRef
+    text: str = ""
+    explainer: str
+    settings: Settings = Field(default_factory=dict)
+    evidence: dict[str, JsonValue] = Field(default_factory=dict)  # what the explainer was shown
+    usage: Usage = Usage()
+
+    @model_validator(mode="after")
+    def _text_when_ok(self) -> Self:
+        if self.status is Status.OK and not self.text.strip():
+            raise ValueError("an ok explanation needs non-empty text")
+        return self
+
+
+class Prediction(Frozen):
+    """One scored item: the truth, and the answer or the error that replaced it."""
+
+    item: NonNegativeInt  # index of the example (or token) within the scorer's items
+    truth: bool
+    predicted: bool | None = None
+    probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # P(yes), from logprobs
+    error: str | None = None
+    quantile: int | None = None  # activation decile of the example; None for negatives
+
+    @model_validator(mode="after")
+    def _answer_or_error(self) -> Self:
+        if (self.predicted is None) == (self.error is None):
+            raise ValueError("a prediction has either an answer or an error, not both or neither")
+        return self
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.predicted is None else self.predicted == self.truth
+
+
+class Score(_Result):
+    latent: LatentRef
+    scorer: str
+    explainer: str  # which explanation was scored
+    value: float | None = None  # the headline metric (e.g. balanced accuracy)
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    predictions: tuple[Prediction, ...] = ()
+    settings: Settings = Field(default_factory=dict)
+    usage: Usage = Usage()
+
+    @property
+    def n_errors(self) -> int:
+        return sum(p.error is not None for p in self.predictions)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+class MethodSpec(Frozen):
+    """A method chosen by name, with its settings."""
+
+    name: str = Field(min_length=1)
+    settings: Settings = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: str | MethodSpec | dict[str, Any]) -> MethodSpec:
+        if isinstance(value, MethodSpec):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        return cls.model_validate(value)
+
+
+class ProviderSpec(Frozen):
+    """Which LLM: a provider plugin by name and a model string it understands."""
+
+    provider: str = "litellm"
+    model: str = "local/smollm2"
+    settings: Settings = Field(default_factory=dict)
+
+
+class LatentSelection(Frozen):
+    """Which latents to run: explicit indices, a range, or a random sample of alive ones."""
+
+    indices: tuple[NonNegativeInt, ...] | None = None
+    start: NonNegativeInt | None = None
+    stop: NonNegativeInt | None = None
+    sample: Annotated[int, Field(ge=1)] | None = None
+    min_frequency: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_frequency: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        ways = [self.indices is not None, self.start is not None or self.stop is not None]
+        if sum(ways) > 1:
+            raise ValueError("select latents by indices or by a range, not both")
+        if self.start is not None and self.stop is not None and self.stop <= self.start:
+            raise ValueError(f"empty latent range [{self.start}, {self.stop})")
+        return self
+
+
+class RunConfig(Frozen):
+    """One run, fully described: what to load, which latents, which methods, where to write."""
+
+    model: str = Field(min_length=1)  # model name or local path, as the backend understands it
+    backend: str | None = None  # None: detect from the model object
+    coder: str = Field(min_length=1)  # SAELens "release/sae_id", a local path, or "neurons:<hook>"
+    dataset: str = Field(min_length=1)  # dataset name, local file, or directory
+    n_tokens: Annotated[int, Field(ge=1)] = 1_000_000
+    context_length: Annotated[int, Field(ge=2)] = 256
+    prepend_bos: bool = True
+    latents: LatentSelection = LatentSelection(sample=100)
+    explainers: tuple[MethodSpec, ...] = (MethodSpec(name="maxact"),)
+    scorers: tuple[MethodSpec, ...] = (MethodSpec(name="detection"), MethodSpec(name="fuzzing"))
+    explainer_model: ProviderSpec = ProviderSpec()
+    scorer_model: ProviderSpec | None = None  # None: same as explainer_model
+    seed: int = 0
+    concurrency: Annotated[int, Field(ge=1)] = 8
+    spend_cap_usd: Annotated[float, Field(gt=0.0)] | None = None
+    output_dir: str = "runs"
+
+    @field_validator("explainers", "scorers", mode="before")
+    @classmethod
+    def _names_as_specs(cls, value: Any) -> Any:
+        if isinstance(value, str | MethodSpec | dict):
+            value = [value]
+        return tuple(MethodSpec.parse(v) for v in value)
+
+    @model_validator(mode="after")
+    def _unique_methods(self) -> Self:
+        for kind, specs in (("explainer", self.explainers), ("scorer", self.scorers)):
+            names = [s.name for s in specs]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}s listed twice: {', '.join(dupes)}")
+        return self

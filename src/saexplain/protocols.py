@@ -1,0 +1,272 @@
+"""What plugins implement: sparse coders, backends, providers, explainers and scorers.
+
+These are structural (`typing.Protocol`): a plugin satisfies one by having the attributes and
+methods below, with no base class to inherit. Arrays are whatever the backend uses (torch tensors,
+numpy arrays); the core never imports torch, so they are typed `Array` here.
+
+Edits (`Clamp`, `Add`, `Replace`) are plain data. A backend applies them for the duration of one
+call only: its hooks are removed in `finally`, also when the forward pass raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from saexplain.models import ChatRequest, ChatResponse, Explanation, LatentRecord, Score
+
+Array = Any
+"""A tensor-like value owned by a backend (a torch tensor for the bundled backends)."""
+
+
+# --- data exchanged with backends -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Token ids of a batch of contexts, right-padded; `mask` is True at real tokens."""
+
+    ids: npt.NDArray[np.int64]  # (batch, seq)
+    mask: npt.NDArray[np.bool_]  # (batch, seq)
+
+    def __post_init__(self) -> None:
+        if self.ids.ndim != 2 or self.ids.shape != self.mask.shape:
+            raise ValueError(
+                f"ids {self.ids.shape} and mask {self.mask.shape} must be equal 2-D shapes"
+            )
+
+    @classmethod
+    def from_lists(cls, rows: Sequence[Sequence[int]], pad_id: int = 0) -> TokenBatch:
+        width = max((len(r) for r in rows), default=0)
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.bool_)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = True
+        return cls(ids=ids, mask=mask)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.ids.shape[0]), int(self.ids.shape[1]))
+
+    def rows(self) -> list[list[int]]:
+        return [row[m].tolist() for row, m in zip(self.ids, self.mask, strict=True)]
+
+
+@dataclass(frozen=True)
+class SparseActivations:
+    """Nonzero latent activations of one coder over a batch, in coordinate form."""
+
+    row: npt.NDArray[np.int64]
+    pos: npt.NDArray[np.int64]
+    latent: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        n = len(self.value)
+        if not (len(self.row) == len(self.pos) == len(self.latent) == n):
+            raise ValueError("row, pos, latent and value must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @classmethod
+    def empty(cls) -> SparseActivations:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(row=z, pos=z, latent=z, value=np.zeros(0, dtype=np.float32))
+
+    @classmethod
+    def from_dense(
+        cls, acts: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_] | None = None
+    ) -> SparseActivations:
+        """From a dense (batch, seq, d_sae) array; positions where `mask` is False are dropped."""
+        keep = acts > 0
+        if mask is not None:
+            keep &= mask[:, :, None]
+        row, pos, latent = np.nonzero(keep)
+        return cls(
+            row=row.astype(np.int64),
+            pos=pos.astype(np.int64),
+            latent=latent.astype(np.int64),
+            value=acts[row, pos, latent].astype(np.float32),
+        )
+
+    def to_dense(self, shape: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+        out = np.zeros(shape, dtype=np.float32)
+        out[self.row, self.pos, self.latent] = self.value
+        return out
+
+
+# --- edits ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """Set (or add to, or scale) one latent of `coder` in the coder's path at `hook`.
+
+    The coder's reconstruction error is kept: the residual becomes
+    `x - decode(encode(x)) + decode(encode(x) with the latent edited)`.
+    `positions=None` edits every position.
+    """
+
+    coder: SparseCoder
+    latent: int
+    value: float
+    positions: tuple[int, ...] | None = None
+    mode: Literal["set", "add", "scale"] = "set"
+
+
+@dataclass(frozen=True)
+class Add:
+    """Steer: add `scale * direction` to the activation at `hook` (all or given positions)."""
+
+    direction: Array
+    scale: float
+    hook: str
+    positions: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Overwrite the residual stream entering block `layer` at `positions` with `vector`.
+
+    The self-explanation primitive: the same positions in every row of the batch.
+    """
+
+    vector: Array
+    positions: tuple[int, ...]
+    layer: int
+
+
+Edit = Clamp | Add | Replace
+
+
+# --- the protocols --------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class SparseCoder(Protocol):
+    """A dictionary of latents reading activations at one hook (SAE, transcoder, neurons)."""
+
+    id: str  # unique within a run, e.g. "gpt2-small-res-jb/blocks.8.hook_resid_pre"
+    hook: str  # canonical TransformerLens-style hook name it reads
+    d_in: int
+    d_sae: int
+    exclude_bos: bool  # drop the BOS position from collected activations
+
+    @property
+    def W_dec(self) -> Array:  # (d_sae, d_in)
+        ...
+
+    def encode(self, x: Array) -> Array: ...
+
+    def decode(self, z: Array) -> Array: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model stack adapter: tokenization, early-stopping activation capture, edited runs."""
+
+    name: str  # the backend plugin's registered name
+    model_id: str
+    d_model: int
+    n_layers: int
+    bos_token_id: int | None
+
+    def tokenize(
+        self, texts: Sequence[str], *, prepend_bos: bool = True, max_length: int | None = None
+    ) -> TokenBatch: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def str_tokens(self, ids: Sequence[int]) -> list[str]: ...
+
+    def latent_acts(
+        self,
+        tokens: TokenBatch,
+        coders: Sequence[SparseCoder],
+        *,
+        latents: Mapping[str, Sequence[int]] | None = None,
+    ) -> dict[str, SparseActivations]:
+        """Run the model only as far as the deepest coder's hook; sparse acts by coder id.
+
+        `latents` optionally restricts each coder (by id) to a subset of latent indices.
+        """
+        ...
+
+    def logits(self, tokens: TokenBatch, edits: Sequence[Edit] = ()) -> Array:
+        """Final logits (batch, seq, vocab) with `edits` applied for this call only."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        edits: Sequence[Edit] = (),
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Continuations (new text only) of each prompt; greedy when temperature is 0."""
+        ...
+
+    def unembed(self, direction: Array) -> Array:
+        """Logit lens: the final norm (where the model has one) and unembedding of a direction."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    logprobs: bool = False
+    max_top_logprobs: int = 0
+    max_n: int = 1  # the largest `n` served in one call (larger ones are split by the caller)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An LLM behind a chat interface. Retries, caching, concurrency and spend live here."""
+
+    name: str
+    model: str
+    capabilities: ProviderCapabilities
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+@dataclass
+class MethodContext:
+    """What a method may use. Methods never import a model stack or LLM client directly."""
+
+    backend: Backend | None = None
+    coder: SparseCoder | None = None
+    providers: Mapping[str, Provider] = field(default_factory=dict)
+    store: Any = None
+    seed: int = 0
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def provider(self, role: str = "explainer") -> Provider:
+        """The provider for a role ("explainer", "scorer", ...); falls back to "default"."""
+        for key in (role, "default"):
+            if key in self.providers:
+                return self.providers[key]
+        raise LookupError(f"no provider for role {role!r}; configured: {sorted(self.providers)}")
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    name: str
+
+    async def explain(self, record: LatentRecord, ctx: MethodContext) -> Explanation: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    name: str
+
+    async def score(
+        self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
+    ) -> Score: ...

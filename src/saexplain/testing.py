@@ -1,0 +1,562 @@
+"""Fakes and contract checks for saexplain and its plugins' test suites.
+
+- `FakeBackend`: a tiny deterministic numpy "language model" implementing the Backend protocol
+  (word-level tokenizer, residual stream, hooks, edits, greedy generation). No torch needed.
+- `FakeCoder`: a ReLU sparse autoencoder in numpy; `FakeCoder.planted` builds one whose latents
+  fire exactly on chosen words.
+- `ScriptedProvider`: an LLM provider answering from a list or a function, failing on demand,
+  reporting token usage, optionally with logprobs.
+- `check_*`: contract tests that plugin suites call on their own implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from saexplain.errors import (
+    DimensionMismatchError,
+    HookNameError,
+    LatentIndexError,
+    ProviderServerError,
+)
+from saexplain.models import (
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    Example,
+    Explanation,
+    LatentRecord,
+    LatentRef,
+    LatentStats,
+    Message,
+    Score,
+    Status,
+    TokenLogprob,
+    Usage,
+)
+from saexplain.plugins import PluginManager, set_plugin_manager
+from saexplain.protocols import (
+    Add,
+    Backend,
+    Clamp,
+    Edit,
+    Explainer,
+    MethodContext,
+    Provider,
+    ProviderCapabilities,
+    Replace,
+    Scorer,
+    SparseActivations,
+    SparseCoder,
+    TokenBatch,
+)
+
+FloatArray = npt.NDArray[np.float64]
+_WORD = re.compile(r"\s*\S+|\s+$")
+_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
+# --- fake model stack -----------------------------------------------------------------------------
+
+
+class FakeBackend:
+    """A deterministic toy transformer-shaped model in numpy.
+
+    Tokens are words with their leading whitespace (`" cat"`), ids assigned on first sight.
+    Block `l` maps the residual `h` to `h + 0.1 * tanh(h W_l) + 0.1 * (h shifted one position)`,
+    so activations depend a little on context, causally. Hooks: `blocks.L.hook_resid_pre` and
+    `blocks.L.hook_resid_post`. `layers_run` counts block evaluations, to test early stopping.
+    """
+
+    name = "fake"
+
+    def __init__(
+        self, *, d_model: int = 32, n_layers: int = 4, vocab_size: int = 4096, seed: int = 0
+    ) -> None:
+        self.model_id = f"fake-d{d_model}-l{n_layers}-s{seed}"
+        self.d_model, self.n_layers, self.vocab_size = d_model, n_layers, vocab_size
+        self.bos_token_id: int | None = 0
+        rng = np.random.default_rng(seed)
+        self._embed = rng.normal(size=(vocab_size, d_model)) / np.sqrt(d_model) * 4.0
+        self._blocks = [rng.normal(size=(d_model, d_model)) / np.sqrt(d_model) for _ in range(n_layers)]
+        self._unembed = rng.normal(size=(d_model, vocab_size)) / np.sqrt(d_model)
+        self._vocab: list[str] = ["<bos>"]
+        self._ids: dict[str, int] = {"<bos>": 0}
+        self.layers_run = 0
+
+    # tokenization
+    def _id(self, word: str) -> int:
+        if word not in self._ids:
+            if len(self._vocab) >= self.vocab_size:
+                raise ValueError(f"FakeBackend vocabulary is full ({self.vocab_size} words)")
+            self._ids[word] = len(self._vocab)
+            self._vocab.append(word)
+        return self._ids[word]
+
+    def tokenize(
+        self, texts: Sequence[str], *, prepend_bos: bool = True, max_length: int | None = None
+    ) -> TokenBatch:
+        rows = []
+        for text in texts:
+            ids = [self._id(w) for w in _WORD.findall(text)]
+            if prepend_bos:
+                ids.insert(0, 0)
+            rows.append(ids[:max_length] if max_length else ids)
+        return TokenBatch.from_lists(rows)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self._vocab[i] for i in ids if i != 0)
+
+    def str_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self._vocab[i] for i in ids]
+
+    # forward
+    def hook_layer(self, hook: str) -> int:
+        """Index of the residual `h_L` a canonical hook name reads."""
+        m = _HOOK.match(hook)
+        if not m or int(m.group(1)) >= self.n_layers:
+            valid = [f"blocks.{i}.hook_resid_{k}" for i in range(self.n_layers) for k in ("pre", "post")]
+            raise HookNameError(f"unknown hook {hook!r} for {self.model_id}; valid: {valid}")
+        return int(m.group(1)) + (m.group(2) == "post")
+
+    def _run(self, ids: npt.NDArray[np.int64], until: int, edits: Sequence[Edit]) -> FloatArray:
+        """Residual stream `h_until` (batch, seq, d_model), edits applied where they hook in."""
+        h: FloatArray = self._embed[ids].copy()
+        for layer in range(until + 1):
+            for edit in edits:
+                h = self._apply(edit, layer, h)
+            if layer == until:
+                break
+            self.layers_run += 1
+            shifted = np.zeros_like(h)
+            shifted[:, 1:] = h[:, :-1]
+            h = h + 0.1 * np.tanh(h @ self._blocks[layer]) + 0.1 * shifted
+        return h
+
+    def _apply(self, edit: Edit, layer: int, h: FloatArray) -> FloatArray:
+        pos = slice(None)
+        if isinstance(edit, Replace):
+            if edit.layer != layer:
+                return h
+            vec = np.asarray(edit.vector, dtype=np.float64)
+            if vec.shape != (self.d_model,):
+                raise DimensionMismatchError(f"Replace vector {vec.shape} != ({self.d_model},)")
+            h = h.copy()
+            h[:, list(edit.positions)] = vec
+            return h
+        if isinstance(edit, Add):
+            if self.hook_layer(edit.hook) != layer:
+                return h
+            pos = slice(None) if edit.positions is None else list(edit.positions)  # type: ignore[assignment]
+            h = h.copy()
+            h[:, pos] += edit.scale * np.asarray(edit.direction, dtype=np.float64)
+            return h
+        if isinstance(edit, Clamp):
+            if self.hook_layer(edit.coder.hook) != layer:
+                return h
+            if not 0 <= edit.latent < edit.coder.d_sae:
+                raise LatentIndexError(f"latent {edit.latent} not in [0, {edit.coder.d_sae})")
+            z = np.asarray(edit.coder.encode(h))
+            error = h - np.asarray(edit.coder.decode(z))
+            z = z.copy()
+            pos = slice(None) if edit.positions is None else list(edit.positions)  # type: ignore[assignment]
+            col = z[:, pos, edit.latent]
+            z[:, pos, edit.latent] = {
+                "set": edit.value,
+                "add": col + edit.value,
+                "scale": col * edit.value,
+            }[edit.mode]
+            edited: FloatArray = np.asarray(edit.coder.decode(z)) + error
+            return edited
+        raise TypeError(f"unknown edit {edit!r}")
+
+    def latent_acts(
+        self,
+        tokens: TokenBatch,
+        coders: Sequence[SparseCoder],
+        *,
+        latents: Mapping[str, Sequence[int]] | None = None,
+    ) -> dict[str, SparseActivations]:
+        if not coders:
+            raise ValueError("latent_acts needs at least one coder")
+        layers = {c.id: self.hook_layer(c.hook) for c in coders}
+        for c in coders:
+            if c.d_in != self.d_model:
+                raise DimensionMismatchError(f"coder {c.id} d_in={c.d_in} != d_model={self.d_model}")
+        # one pass, stopping at the deepest hook
+        h = self._embed[tokens.ids].copy()
+        out: dict[str, SparseActivations] = {}
+        for layer in range(max(layers.values()) + 1):
+            for c in coders:
+                if layers[c.id] == layer:
+                    out[c.id] = self._sparse(c, h, tokens, (latents or {}).get(c.id))
+            if layer == max(layers.values()):
+                break
+            self.layers_run += 1
+            shifted = np.zeros_like(h)
+            shifted[:, 1:] = h[:, :-1]
+            h = h + 0.1 * np.tanh(h @ self._blocks[layer]) + 0.1 * shifted
+        return out
+
+    def _sparse(
+        self, coder: SparseCoder, h: FloatArray, tokens: TokenBatch, subset: Sequence[int] | None
+    ) -> SparseActivations:
+        z = np.asarray(coder.encode(h))
+        mask = tokens.mask.copy()
+        if coder.exclude_bos:
+            mask &= tokens.ids != self.bos_token_id
+        if subset is not None:
+            idx = np.asarray(subset, dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= coder.d_sae):
+                raise LatentIndexError(f"latents out of range [0, {coder.d_sae}) for {coder.id}")
+            sparse = SparseActivations.from_dense(z[:, :, idx], mask)
+            return SparseActivations(sparse.row, sparse.pos, idx[sparse.latent], sparse.value)
+        return SparseActivations.from_dense(z, mask)
+
+    def logits(self, tokens: TokenBatch, edits: Sequence[Edit] = ()) -> FloatArray:
+        out: FloatArray = self._run(tokens.ids, self.n_layers, edits) @ self._unembed
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        edits: Sequence[Edit] = (),
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        rng = np.random.default_rng(seed)
+        results = []
+        for prompt in prompts:
+            ids = self.tokenize([prompt]).rows()[0]
+            start = len(ids)
+            for _ in range(max_new_tokens):
+                logits = self.logits(TokenBatch.from_lists([ids]), edits)[0, -1, : len(self._vocab)]
+                if temperature > 0:
+                    p = np.exp((logits - logits.max()) / temperature)
+                    nxt = int(rng.choice(len(p), p=p / p.sum()))
+                else:
+                    nxt = int(np.argmax(logits))
+                ids.append(nxt)
+            results.append(self.decode(ids[start:]))
+        return results
+
+    def unembed(self, direction: Any) -> FloatArray:
+        out: FloatArray = np.asarray(direction, dtype=np.float64) @ self._unembed
+        return out
+
+    def residual(self, tokens: TokenBatch, hook: str) -> FloatArray:
+        """The residual at a hook (for tests and planting features)."""
+        return self._run(tokens.ids, self.hook_layer(hook), ())
+
+
+class FakeCoder:
+    """A ReLU sparse autoencoder in numpy: `z = relu((x - b_dec) W_enc + b_enc)`."""
+
+    def __init__(
+        self,
+        W_enc: FloatArray,
+        b_enc: FloatArray,
+        W_dec: FloatArray,
+        b_dec: FloatArray,
+        *,
+        hook: str,
+        id: str | None = None,
+        exclude_bos: bool = True,
+    ) -> None:
+        self.W_enc, self.b_enc, self._W_dec, self.b_dec = W_enc, b_enc, W_dec, b_dec
+        self.d_in, self.d_sae = W_enc.shape
+        if W_dec.shape != (self.d_sae, self.d_in):
+            raise DimensionMismatchError(f"W_dec {W_dec.shape} != {(self.d_sae, self.d_in)}")
+        self.hook = hook
+        self.id = id or f"fake-sae/{hook}"
+        self.exclude_bos = exclude_bos
+
+    @property
+    def W_dec(self) -> FloatArray:
+        return self._W_dec
+
+    def encode(self, x: Any) -> FloatArray:
+        pre = (np.asarray(x) - self.b_dec) @ self.W_enc + self.b_enc
+        out: FloatArray = np.maximum(pre, 0.0)
+        return out
+
+    def decode(self, z: Any) -> FloatArray:
+        out: FloatArray = np.asarray(z) @ self._W_dec + self.b_dec
+        return out
+
+    @classmethod
+    def random(cls, d_in: int, d_sae: int, *, hook: str, seed: int = 0) -> FakeCoder:
+        rng = np.random.default_rng(seed)
+        W_dec = rng.normal(size=(d_sae, d_in))
+        W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+        return cls(W_dec.T.copy(), np.full(d_sae, -0.5), W_dec, np.zeros(d_in), hook=hook)
+
+    @classmethod
+    def planted(
+        cls,
+        backend: FakeBackend,
+        words: Mapping[int, str],
+        *,
+        d_sae: int = 16,
+        hook: str = "blocks.0.hook_resid_pre",
+        seed: int = 0,
+    ) -> FakeCoder:
+        """Latent `i` fires (value ~1) exactly where `words[i]` occurs; other latents stay silent.
+
+        Works at layer 0 (`blocks.0.hook_resid_pre`), where the residual is the token embedding.
+        """
+        if backend.hook_layer(hook) != 0:
+            raise ValueError("planted features are exact only at blocks.0.hook_resid_pre")
+        coder = cls.random(backend.d_model, d_sae, hook=hook, seed=seed)
+        coder.W_enc[:] = 0.0
+        coder.b_enc[:] = 0.0
+        for latent, word in words.items():
+            e = backend._embed[backend._id(word)]
+            coder.W_enc[:, latent] = 2.0 * e / (e @ e)
+            coder.b_enc[latent] = -1.0  # embedding of `word` -> 2 - 1 = 1; others ~ -1 + noise
+            coder._W_dec[latent] = e / np.linalg.norm(e)
+        return coder
+
+
+# --- fake provider --------------------------------------------------------------------------------
+
+Answer = str | ChatResponse | BaseException
+
+
+def _count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class ScriptedProvider:
+    """A provider whose answers come from a list (in order) or a function of the request.
+
+    `fail_on(call_index, request)` may return an exception to raise instead of answering.
+    `logprobs(request, text)` may return per-token logprobs; setting it advertises the capability.
+    """
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        answers: Sequence[Answer] | Callable[[ChatRequest], Answer],
+        *,
+        model: str = "scripted",
+        fail_on: Callable[[int, ChatRequest], BaseException | None] | None = None,
+        logprobs: Callable[[ChatRequest, str], Sequence[TokenLogprob]] | None = None,
+        cost_per_token: float = 0.0,
+        latency_s: float = 0.0,
+    ) -> None:
+        self.model = model
+        self._answers = answers if callable(answers) else list(answers)
+        self._fail_on = fail_on
+        self._logprobs = logprobs
+        self._cost = cost_per_token
+        self._latency = latency_s
+        self.capabilities = ProviderCapabilities(
+            logprobs=logprobs is not None, max_top_logprobs=20 if logprobs else 0, max_n=8
+        )
+        self.requests: list[ChatRequest] = []
+        self.usage = Usage()
+
+    def _answer(self, index: int, request: ChatRequest) -> Answer:
+        if callable(self._answers):
+            return self._answers(request)
+        if index >= len(self._answers):
+            raise AssertionError(f"ScriptedProvider has only {len(self._answers)} answers")
+        return self._answers[index]
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        index = len(self.requests)
+        self.requests.append(request)
+        if self._latency:
+            await asyncio.sleep(self._latency)
+        if self._fail_on is not None and (exc := self._fail_on(index, request)) is not None:
+            raise exc
+        answer = self._answer(index, request)
+        if isinstance(answer, BaseException):
+            raise answer
+        if isinstance(answer, ChatResponse):
+            response = answer
+        else:
+            prompt_tokens = sum(_count_tokens(m.content) for m in request.messages)
+            completion_tokens = _count_tokens(answer) * request.n
+            lp = None
+            if request.logprobs and self._logprobs is not None:
+                lp = tuple(self._logprobs(request, answer))
+            response = ChatResponse(
+                model=self.model,
+                choices=tuple(Choice(text=answer, logprobs=lp, finish_reason="stop") for _ in range(request.n)),
+                usage=Usage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=self._cost * (prompt_tokens + completion_tokens),
+                    calls=1,
+                ),
+            )
+        self.usage = self.usage + response.usage
+        return response
+
+
+def failing_every(k: int, error: Callable[[], BaseException] | None = None) -> Callable[[int, ChatRequest], BaseException | None]:
+    """A `fail_on` for ScriptedProvider that fails calls 0, k, 2k, ... with a server error."""
+    make = error or (lambda: ProviderServerError("scripted outage", model="scripted"))
+    return lambda index, _request: make() if index % k == 0 else None
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def make_record(
+    backend: FakeBackend,
+    coder: SparseCoder,
+    latent: int,
+    texts: Sequence[str],
+    *,
+    n_explain: int | None = None,
+) -> LatentRecord:
+    """A LatentRecord from whole texts: those where the latent fires are activating examples
+    (split alternately into explanation and scoring sets), the rest non-activating."""
+    tokens = backend.tokenize(texts)
+    acts = backend.latent_acts(tokens, [coder], latents={coder.id: [latent]})[coder.id]
+    dense = np.zeros(tokens.shape, dtype=np.float64)
+    dense[acts.row, acts.pos] = acts.value
+    active: list[Example] = []
+    inactive: list[Example] = []
+    for r, ids in enumerate(tokens.rows()):
+        ex = Example(
+            tokens=tuple(ids),
+            str_tokens=tuple(backend.str_tokens(ids)),
+            activations=tuple(float(v) for v in dense[r, : len(ids)]),
+            row=r,
+            start=0,
+        )
+        (active if ex.max_activation > 0 else inactive).append(ex)
+    values = acts.value[acts.latent == latent]
+    n_tokens = int(tokens.mask.sum())
+    stats = LatentStats(
+        n_tokens=n_tokens,
+        count=len(values),
+        max=float(values.max()) if len(values) else 0.0,
+        mean=float(values.mean()) if len(values) else 0.0,
+    )
+    explain = active[0::2] if n_explain is None else active[:n_explain]
+    score = active[1::2] if n_explain is None else active[n_explain:]
+    negatives = tuple(e.model_copy(update={"kind": "random"}) for e in inactive)
+    return LatentRecord(
+        latent=LatentRef(coder_id=coder.id, hook=coder.hook, index=latent),
+        stats=stats,
+        explanation_examples=tuple(explain),
+        scoring_examples=tuple(score),
+        non_activating=negatives,
+        sampling={"source": "saexplain.testing.make_record"},
+    )
+
+
+@contextlib.contextmanager
+def fresh_plugin_manager(**kwargs: Any) -> Iterator[PluginManager]:
+    """Swap in a new process-wide plugin manager for the duration of a test."""
+    manager = PluginManager(**kwargs)
+    previous = set_plugin_manager(manager)
+    try:
+        yield manager
+    finally:
+        set_plugin_manager(previous)
+
+
+# --- contract checks ------------------------------------------------------------------------------
+
+
+def check_backend(backend: Backend, coder: SparseCoder, texts: Sequence[str] = ("The cat sat on the mat.", "Dogs bark")) -> None:
+    """Assert the Backend protocol's contract on `backend` with `coder` at its hook."""
+    assert isinstance(backend, Backend), f"{type(backend).__name__} lacks Backend members"
+    assert isinstance(coder, SparseCoder), f"{type(coder).__name__} lacks SparseCoder members"
+    tokens = backend.tokenize(list(texts))
+    batch, seq = tokens.shape
+    assert batch == len(texts) and seq > 0
+    assert tokens.mask[:, 0].all(), "every row must start with a real token"
+    acts = backend.latent_acts(tokens, [coder])
+    assert set(acts) == {coder.id}, f"latent_acts keys {set(acts)} != {{{coder.id!r}}}"
+    a = acts[coder.id]
+    if len(a):
+        assert a.row.max() < batch and a.pos.max() < seq and a.latent.max() < coder.d_sae
+        assert tokens.mask[a.row, a.pos].all(), "activations reported at padding positions"
+        assert (a.value > 0).all(), "sparse activations must be nonzero"
+        subset = sorted({int(x) for x in a.latent[:3]})
+        sub = backend.latent_acts(tokens, [coder], latents={coder.id: subset})[coder.id]
+        assert set(sub.latent.tolist()) <= set(subset), "latent subset not respected"
+    base = np.asarray(backend.logits(tokens))
+    assert base.shape[:2] == (batch, seq), f"logits shape {base.shape} for tokens {tokens.shape}"
+    edited = np.asarray(backend.logits(tokens, [Clamp(coder=coder, latent=0, value=50.0)]))
+    assert not np.allclose(edited, base), "a strong Clamp must change the logits"
+    bad = Replace(vector=np.zeros(backend.d_model + 1), positions=(0,), layer=0)
+    with contextlib.suppress(Exception):
+        backend.logits(tokens, [bad])
+    after = np.asarray(backend.logits(tokens))
+    assert np.allclose(after, base), "an edit survived its call (a hook leaked)"
+    assert np.asarray(backend.unembed(np.asarray(coder.W_dec)[0])).ndim == 1
+    outs = backend.generate(["Once upon a time"], max_new_tokens=3)
+    assert len(outs) == 1 and isinstance(outs[0], str)
+    assert outs == backend.generate(["Once upon a time"], max_new_tokens=3), "greedy must repeat"
+
+
+def check_provider(provider: Provider) -> None:
+    """Assert the Provider protocol's contract with one small request (uses the provider)."""
+    from saexplain._async import run_sync
+
+    assert isinstance(provider, Provider), f"{type(provider).__name__} lacks Provider members"
+    request = ChatRequest(messages=(Message(role="user", content="Say yes."),), max_tokens=8)
+    response = run_sync(provider.complete(request))
+    assert isinstance(response, ChatResponse) and len(response.choices) == request.n
+    assert response.usage.prompt_tokens >= 0
+    if provider.capabilities.logprobs:
+        with_lp = request.model_copy(update={"logprobs": True, "top_logprobs": 2})
+        response = run_sync(provider.complete(with_lp))
+        assert response.choices[0].logprobs, "provider claims logprobs but returned none"
+    assert ChatResponse.model_validate_json(response.model_dump_json()) == response
+
+
+def check_explainer(explainer: Explainer, record: LatentRecord, ctx: MethodContext) -> Explanation:
+    """Run `explainer` once and assert the Explainer contract on its result."""
+    from saexplain._async import run_sync
+
+    assert isinstance(explainer, Explainer)
+    result = run_sync(explainer.explain(record, ctx))
+    assert isinstance(result, Explanation), f"explain returned {type(result).__name__}"
+    assert result.latent == record.latent and result.explainer == explainer.name
+    assert result.status in Status
+    assert Explanation.model_validate_json(result.model_dump_json()) == result
+    return result
+
+
+def check_scorer(
+    scorer: Scorer, record: LatentRecord, explanation: Explanation, ctx: MethodContext
+) -> Score:
+    """Run `scorer` once and assert the Scorer contract on its result."""
+    from saexplain._async import run_sync
+
+    assert isinstance(scorer, Scorer)
+    result = run_sync(scorer.score(record, explanation, ctx))
+    assert isinstance(result, Score), f"score returned {type(result).__name__}"
+    assert result.latent == record.latent and result.scorer == scorer.name
+    assert result.explainer == explanation.explainer
+    assert Score.model_validate_json(result.model_dump_json()) == result
+    return result
+
+
+def check_plugin(plugin: object, name: str = "plugin-under-test") -> PluginManager:
+    """Register `plugin` in a fresh manager (no entry points); assert it loads and registers."""
+    manager = PluginManager(entry_points=[], builtins=())
+    manager.register_plugin(plugin, name=name)
+    (info,) = [i for i in manager.info() if i.name == name]
+    assert info.state == "loaded", info.error
+    assert info.hooks, "the plugin implements no saexplain hook"
+    return manager
