@@ -85,7 +85,9 @@ class FakeBackend:
         self.bos_token_id: int | None = 0
         rng = np.random.default_rng(seed)
         self._embed = rng.normal(size=(vocab_size, d_model)) / np.sqrt(d_model) * 4.0
-        self._blocks = [rng.normal(size=(d_model, d_model)) / np.sqrt(d_model) for _ in range(n_layers)]
+        self._blocks = [
+            rng.normal(size=(d_model, d_model)) / np.sqrt(d_model) for _ in range(n_layers)
+        ]
         self._unembed = rng.normal(size=(d_model, vocab_size)) / np.sqrt(d_model)
         self._vocab: list[str] = ["<bos>"]
         self._ids: dict[str, int] = {"<bos>": 0}
@@ -122,7 +124,9 @@ class FakeBackend:
         """Index of the residual `h_L` a canonical hook name reads."""
         m = _HOOK.match(hook)
         if not m or int(m.group(1)) >= self.n_layers:
-            valid = [f"blocks.{i}.hook_resid_{k}" for i in range(self.n_layers) for k in ("pre", "post")]
+            valid = [
+                f"blocks.{i}.hook_resid_{k}" for i in range(self.n_layers) for k in ("pre", "post")
+            ]
             raise HookNameError(f"unknown hook {hook!r} for {self.model_id}; valid: {valid}")
         return int(m.group(1)) + (m.group(2) == "post")
 
@@ -189,7 +193,9 @@ class FakeBackend:
         layers = {c.id: self.hook_layer(c.hook) for c in coders}
         for c in coders:
             if c.d_in != self.d_model:
-                raise DimensionMismatchError(f"coder {c.id} d_in={c.d_in} != d_model={self.d_model}")
+                raise DimensionMismatchError(
+                    f"coder {c.id} d_in={c.d_in} != d_model={self.d_model}"
+                )
         # one pass, stopping at the deepest hook
         h = self._embed[tokens.ids].copy()
         out: dict[str, SparseActivations] = {}
@@ -394,7 +400,9 @@ class ScriptedProvider:
                 lp = tuple(self._logprobs(request, answer))
             response = ChatResponse(
                 model=self.model,
-                choices=tuple(Choice(text=answer, logprobs=lp, finish_reason="stop") for _ in range(request.n)),
+                choices=tuple(
+                    Choice(text=answer, logprobs=lp, finish_reason="stop") for _ in range(request.n)
+                ),
                 usage=Usage(
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
@@ -406,7 +414,9 @@ class ScriptedProvider:
         return response
 
 
-def failing_every(k: int, error: Callable[[], BaseException] | None = None) -> Callable[[int, ChatRequest], BaseException | None]:
+def failing_every(
+    k: int, error: Callable[[], BaseException] | None = None
+) -> Callable[[int, ChatRequest], BaseException | None]:
     """A `fail_on` for ScriptedProvider that fails calls 0, k, 2k, ... with a server error."""
     make = error or (lambda: ProviderServerError("scripted outage", model="scripted"))
     return lambda index, _request: make() if index % k == 0 else None
@@ -475,7 +485,11 @@ def fresh_plugin_manager(**kwargs: Any) -> Iterator[PluginManager]:
 # --- contract checks ------------------------------------------------------------------------------
 
 
-def check_backend(backend: Backend, coder: SparseCoder, texts: Sequence[str] = ("The cat sat on the mat.", "Dogs bark")) -> None:
+def check_backend(
+    backend: Backend,
+    coder: SparseCoder,
+    texts: Sequence[str] = ("The cat sat on the mat.", "Dogs bark"),
+) -> None:
     """Assert the Backend protocol's contract on `backend` with `coder` at its hook."""
     assert isinstance(backend, Backend), f"{type(backend).__name__} lacks Backend members"
     assert isinstance(coder, SparseCoder), f"{type(coder).__name__} lacks SparseCoder members"
