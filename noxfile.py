@@ -62,7 +62,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the core and on every plugin's sources."""
     session.run(PY, "-m", "mypy", env=ENV)
     for plugin in PLUGINS:
-        session.run(PY, "-m", "mypy", str(plugin / "src"), env=ENV)
+        own = "mypy" in tomllib.loads((plugin / "pyproject.toml").read_text()).get("tool", {})
+        config = plugin / "pyproject.toml" if own else ROOT / "pyproject.toml"
+        session.run(PY, "-m", "mypy", "--config-file", str(config), str(plugin / "src"), env=ENV)
 
 
 @nox.session
@@ -82,7 +84,9 @@ def make_plugin_session(path: Path) -> None:
 
     @nox.session(name=f"plugin-{name}")
     def plugin_session(session: nox.Session) -> None:
-        install_constrained(session, "-e", str(ROOT), "-e", str(path), *TEST_TOOLS)
+        extras = tomllib.loads((path / "pyproject.toml").read_text())["project"]
+        target = f"{path}[test]" if "test" in extras.get("optional-dependencies", {}) else str(path)
+        install_constrained(session, "-e", str(ROOT), "-e", target, *TEST_TOOLS)
         session.run(
             "python",
             "-m",

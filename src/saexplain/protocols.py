@@ -150,7 +150,12 @@ Edit = Clamp | Add | Replace
 
 @runtime_checkable
 class SparseCoder(Protocol):
-    """A dictionary of latents reading activations at one hook (SAE, transcoder, neurons)."""
+    """A dictionary of latents reading activations at one hook (SAE, transcoder, neurons).
+
+    A transcoder reads `hook` and writes elsewhere; it says where with an optional attribute
+    `hook_out` (backends read `getattr(coder, "hook_out", coder.hook)` when applying a Clamp).
+    `exclude_bos` drops position 0 when it holds the BOS token, not later tokens with that id.
+    """
 
     id: str  # unique within a run, e.g. "gpt2-small-res-jb/blocks.8.hook_resid_pre"
     hook: str  # canonical TransformerLens-style hook name it reads

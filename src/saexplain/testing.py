@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -59,6 +60,19 @@ from saexplain.protocols import (
 )
 
 FloatArray = npt.NDArray[np.float64]
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",  # without it, every hub-name load retries for a minute before failing
+    "TRANSFORMERS_OFFLINE": "1",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # litellm would fetch its price list at import
+    "WANDB_MODE": "disabled",
+}
+
+
+def set_offline_env() -> None:
+    """Keep tests, benchmarks and the demo off the network; call before heavy imports."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
 _WORD = re.compile(r"\s*\S+|\s+$")
 _HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -216,8 +230,8 @@ class FakeBackend:
     ) -> SparseActivations:
         z = np.asarray(coder.encode(h))
         mask = tokens.mask.copy()
-        if coder.exclude_bos:
-            mask &= tokens.ids != self.bos_token_id
+        if coder.exclude_bos:  # only a leading BOS: the same id may occur mid-text (GPT-2's EOS)
+            mask[:, 0] &= tokens.ids[:, 0] != self.bos_token_id
         if subset is not None:
             idx = np.asarray(subset, dtype=np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= coder.d_sae):
@@ -574,3 +588,205 @@ def check_plugin(plugin: object, name: str = "plugin-under-test") -> PluginManag
     assert info.state == "loaded", info.error
     assert info.hooks, "the plugin implements no saexplain hook"
     return manager
+
+
+# --- store and sampling helpers (issue 4) ---------------------------------------------------------
+
+
+def synthetic_corpus(
+    n_docs: int,
+    *,
+    seed: int = 0,
+    vocab: Sequence[str] | None = None,
+    min_words: int = 5,
+    max_words: int = 60,
+) -> list[str]:
+    """Deterministic pseudo-text: `n_docs` documents of random words drawn from `vocab`."""
+    words = list(vocab) if vocab is not None else [f"w{i}" for i in range(200)]
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n_docs):
+        n = int(rng.integers(min_words, max_words + 1))
+        docs.append(" ".join(words[i] for i in rng.integers(0, len(words), size=n)))
+    return docs
+
+
+class PlantedValuesCoder:
+    """A sparse coder at `blocks.0.hook_resid_pre` whose latent `l` takes exactly the value
+    `values[l][word]` wherever `word` occurs, and 0 elsewhere (a lookup on token embeddings).
+
+    Unlike `FakeCoder.planted`, one latent can fire on several words with different strengths,
+    which makes activation quantiles, top examples and thresholds exactly predictable.
+    `W_dec` is a writable (d_sae, d_model) array of unit rows (set rows to plant neighbours).
+    """
+
+    def __init__(
+        self,
+        backend: FakeBackend,
+        values: Mapping[int, Mapping[str, float]],
+        *,
+        d_sae: int = 16,
+        hook: str = "blocks.0.hook_resid_pre",
+        id: str | None = None,
+        exclude_bos: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if backend.hook_layer(hook) != 0:
+            raise ValueError("planted values are exact only at blocks.0.hook_resid_pre")
+        self.hook, self.d_in, self.d_sae = hook, backend.d_model, d_sae
+        self.id = id or f"planted-values/{hook}"
+        self.exclude_bos = exclude_bos
+        self._entries: list[tuple[int, FloatArray, float]] = []
+        for latent, table in values.items():
+            if not 0 <= latent < d_sae:
+                raise LatentIndexError(f"latent {latent} not in [0, {d_sae})")
+            for word, value in table.items():
+                self._entries.append((latent, backend._embed[backend._id(word)].copy(), value))
+        rng = np.random.default_rng(seed)
+        w = rng.normal(size=(d_sae, self.d_in))
+        self._W_dec: FloatArray = w / np.linalg.norm(w, axis=1, keepdims=True)
+
+    @property
+    def W_dec(self) -> FloatArray:
+        return self._W_dec
+
+    def encode(self, x: Any) -> FloatArray:
+        h = np.asarray(x, dtype=np.float64)
+        z = np.zeros((*h.shape[:-1], self.d_sae))
+        for latent, e, value in self._entries:
+            hit = np.abs(h - e).max(axis=-1) < 1e-9
+            z[..., latent] += value * hit
+        return z
+
+    def decode(self, z: Any) -> FloatArray:
+        out: FloatArray = np.asarray(z) @ self._W_dec
+        return out
+
+
+# --- cross-backend agreement (issue 3) ------------------------------------------------------------
+# Appended for the backend plugins: every backend must give the same numbers for the same request.
+# Arrays are converted by duck typing (`.detach().cpu().float()` where present), so this module
+# never imports torch.
+
+
+def as_numpy(x: Any) -> npt.NDArray[np.float64]:
+    """A float64 numpy copy of a numpy array or a tensor-like (torch) value."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().float()
+    return np.asarray(x, dtype=np.float64)
+
+
+def default_edits(backend: Backend, coder: SparseCoder, *, seed: int = 0) -> list[Edit]:
+    """One edit of each kind, strong enough to change the logits: a Clamp of `coder`'s latent 0
+    to a large value, an Add of a random direction after block 0, a Replace at position 1 of the
+    last layer's input."""
+    rng = np.random.default_rng(seed)
+    d = backend.d_model
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    vector = rng.normal(size=d) * 3.0
+    return [
+        Clamp(coder=coder, latent=0, value=20.0),
+        Add(direction=direction, scale=20.0, hook="blocks.0.hook_resid_post"),
+        Replace(vector=vector, positions=(1,), layer=backend.n_layers - 1),
+    ]
+
+
+def check_backends_agree(
+    backends: Sequence[Backend],
+    coders: Sequence[SparseCoder],
+    texts: Sequence[str] = ("The cat sat on the mat.", "Dogs bark at night", "A"),
+    *,
+    edits: Sequence[Edit] | None = None,
+    prompts: Sequence[str] = ("Once upon a time", "The meaning of life is"),
+    max_new_tokens: int = 6,
+    atol: float = 1e-4,
+) -> dict[str, float]:
+    """Assert that `backends` (wrapping the same weights) agree on tokens, latent activations of
+    every coder, logits with no edit and under each edit, greedy generations with no edit and under
+    the first edit of each kind, and that no edit survives its call. Returns the largest
+    differences seen, by check."""
+    assert len(backends) >= 2, "need at least two backends to compare"
+    ref, others = backends[0], list(backends[1:])
+    worst: dict[str, float] = {}
+
+    def record(key: str, diff: float) -> None:
+        worst[key] = max(worst.get(key, 0.0), diff)
+
+    tokens = ref.tokenize(list(texts))
+    for other in others:
+        t = other.tokenize(list(texts))
+        assert np.array_equal(t.ids, tokens.ids) and np.array_equal(t.mask, tokens.mask), (
+            f"{other.name} tokenizes differently from {ref.name}"
+        )
+        assert other.bos_token_id == ref.bos_token_id, "BOS ids differ"
+    batch, seq = tokens.shape
+    mask = tokens.mask
+
+    ref_acts = ref.latent_acts(tokens, coders)
+    for coder in coders:
+        a = ref_acts[coder.id].to_dense((batch, seq, coder.d_sae))
+        assert len(ref_acts[coder.id]) > 0, f"{coder.id} never fires: the comparison is vacuous"
+        for other in others:
+            b = other.latent_acts(tokens, coders)[coder.id].to_dense((batch, seq, coder.d_sae))
+            diff = float(np.abs(a - b).max())
+            record("latent_acts", diff)
+            assert diff <= atol * max(1.0, float(np.abs(a).max())), (
+                f"{coder.id}: latent acts differ between {ref.name} and {other.name} by {diff}"
+            )
+
+    base = as_numpy(ref.logits(tokens))
+    plan = list(edits) if edits is not None else default_edits(ref, coders[0])
+    generated: set[str] = set()
+    for edit in [None, *plan]:
+        kind = "none" if edit is None else type(edit).__name__
+        applied = [] if edit is None else [edit]
+        want = as_numpy(ref.logits(tokens, applied))
+        if edit is not None:
+            assert not np.allclose(want[mask], base[mask], atol=atol), (
+                f"{edit!r} leaves the logits as they are: the comparison is vacuous"
+            )
+        for other in others:
+            got_logits = as_numpy(other.logits(tokens, applied))
+            diff = float(np.abs(want - got_logits)[mask].max())
+            record(f"logits[{kind}]", diff)
+            assert diff <= atol * max(1.0, float(np.abs(want[mask]).max())), (
+                f"logits under {kind} differ between {ref.name} and {other.name} by {diff}"
+            )
+        if edit is not None and kind in generated:
+            continue  # greedy generations: once per edit kind (each step is a full forward)
+        generated.add(kind)
+        gen = ref.generate(list(prompts), applied, max_new_tokens=max_new_tokens)
+        for other in others:
+            got = other.generate(list(prompts), applied, max_new_tokens=max_new_tokens)
+            assert got == gen, (
+                f"greedy generations under {kind}: {ref.name} {gen} != {other.name} {got}"
+            )
+
+    for backend in backends:
+        after = as_numpy(backend.logits(tokens))
+        assert np.allclose(after[mask], base[mask], atol=atol), f"an edit leaked in {backend.name}"
+    return worst
+
+
+def check_planted(
+    backend: Backend, coder: SparseCoder, planted: Mapping[int, int], texts: Sequence[str]
+) -> None:
+    """Assert latent `i` of `coder` fires exactly where token id `planted[i]` occurs in `texts`
+    (BOS excluded when the coder asks), and no other latent fires."""
+    tokens = backend.tokenize(list(texts))
+    acts = backend.latent_acts(tokens, [coder])[coder.id]
+    fired = {
+        (int(r), int(p), int(lat))
+        for r, p, lat in zip(acts.row, acts.pos, acts.latent, strict=True)
+    }
+    expected = set()
+    for r, row in enumerate(tokens.rows()):
+        for p, tok in enumerate(row):
+            if p == 0 and coder.exclude_bos and tok == backend.bos_token_id:
+                continue
+            expected |= {(r, p, lat) for lat, t in planted.items() if t == tok}
+    assert expected, "no planted token occurs in the texts: the check is vacuous"
+    assert fired == expected, (
+        f"{backend.name}: fired {sorted(fired - expected)} extra, missed {sorted(expected - fired)}"
+    )

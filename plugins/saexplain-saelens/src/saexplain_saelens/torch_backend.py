@@ -1,0 +1,389 @@
+"""The part of a torch backend that does not depend on the model stack.
+
+`TorchBackend` implements the whole `saexplain.protocols.Backend` contract (tokenization,
+validation, sparse latent capture, edits as hook functions, generation, BOS policy) on top of two
+primitives a concrete backend supplies:
+
+- `_forward(ids, hooks, stop_layer)`: run the model on right-padded token ids, calling the hook
+  functions at each canonical site (in execution order, on activations in canonical shape: attention
+  `hook_z` flattened to `n_heads * d_head`), replacing the activation with any tensor a function
+  returns; with `stop_layer=k`, stop after block `k - 1` and return None, else return the logits.
+- `_unembed(x)`: final norm (where the model has one) and unembedding.
+
+Keeping the semantics here means every backend gives the same numbers for the same request, and a
+new stack only has to translate hook names. BOS policy: texts are tokenized without special tokens
+and `bos_token_id` (the tokenizer's BOS; GPT-2's is `<|endoftext|>`) is prepended when asked, so
+token ids are identical across backends. Right padding with a causal model needs no attention
+mask: real positions never attend to the padding after them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from saexplain.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    EmptyDatasetError,
+    LatentIndexError,
+)
+from saexplain.protocols import (
+    Add,
+    Clamp,
+    Edit,
+    Replace,
+    SparseActivations,
+    SparseCoder,
+    TokenBatch,
+)
+from saexplain_saelens.hooks import HookSite, hook_width, parse_hook
+
+HookFn = Callable[[torch.Tensor], torch.Tensor | None]
+Hooks = dict[HookSite, list[HookFn]]
+
+
+def run_hook_fns(fns: Sequence[HookFn], act: torch.Tensor) -> torch.Tensor | None:
+    """Apply `fns` in order; the final activation if any of them replaced it, else None."""
+    changed = False
+    for fn in fns:
+        new = fn(act)
+        if new is not None:
+            act, changed = new, True
+    return act if changed else None
+
+
+def _positions(positions: tuple[int, ...] | None) -> slice | list[int]:
+    return slice(None) if positions is None else list(positions)
+
+
+class TorchBackend(ABC):
+    """Backend protocol over a torch causal LM; subclasses translate hook names."""
+
+    name: str = "torch"
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        tokenizer: Any,
+        d_model: int,
+        n_layers: int,
+        d_mlp: int,
+        n_heads: int,
+        d_head: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        if tokenizer is None:
+            raise ConfigError(f"{model_id}: the model has no tokenizer; pass tokenizer=")
+        self.model_id = model_id
+        self.tokenizer = tokenizer
+        self.d_model, self.n_layers, self.d_mlp = d_model, n_layers, d_mlp
+        self.n_heads, self.d_head = n_heads, d_head
+        self.device, self.dtype = device, dtype
+        bos = tokenizer.bos_token_id
+        self.bos_token_id: int | None = int(bos) if bos is not None else None
+        eos = tokenizer.eos_token_id
+        self.eos_token_id: int | None = int(eos) if eos is not None else None
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else (eos if eos is not None else 0))
+
+    # --- what a concrete backend supplies -------------------------------------------------------
+
+    @abstractmethod
+    def _forward(
+        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None
+    ) -> torch.Tensor | None: ...
+
+    @abstractmethod
+    def _unembed(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    # --- tokenization ----------------------------------------------------------------------------
+
+    def tokenize(
+        self, texts: Sequence[str], *, prepend_bos: bool = True, max_length: int | None = None
+    ) -> TokenBatch:
+        if isinstance(texts, str):
+            raise ConfigError("tokenize takes a sequence of texts, not one string")
+        texts = list(texts)
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        rows: list[list[int]] = []
+        for ids in encoded:
+            row = [self.bos_token_id] if prepend_bos and self.bos_token_id is not None else []
+            row = row + list(ids)
+            rows.append(row[:max_length] if max_length else row)
+        return TokenBatch.from_lists(rows, pad_id=self.pad_token_id)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids)))
+
+    def str_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [str(self.tokenizer.decode([int(i)])) for i in ids]
+
+    # --- validation ------------------------------------------------------------------------------
+
+    def site(self, hook: str) -> HookSite:
+        return parse_hook(hook, self.n_layers, model_id=self.model_id)
+
+    def width(self, site: HookSite) -> int:
+        return hook_width(
+            site, d_model=self.d_model, d_mlp=self.d_mlp, n_heads=self.n_heads, d_head=self.d_head
+        )
+
+    def _check_coder(self, coder: SparseCoder) -> tuple[HookSite, HookSite]:
+        site = self.site(coder.hook)
+        if coder.d_in != self.width(site):
+            raise DimensionMismatchError(
+                f"coder {coder.id} has d_in={coder.d_in} but {coder.hook} of {self.model_id} "
+                f"has width {self.width(site)}"
+            )
+        out = self.site(getattr(coder, "hook_out", coder.hook))
+        return site, out
+
+    def _ids(self, tokens: TokenBatch) -> torch.Tensor:
+        batch, seq = tokens.shape
+        if batch == 0 or seq == 0 or not tokens.mask.any():
+            raise EmptyDatasetError("the token batch is empty")
+        return torch.as_tensor(tokens.ids, dtype=torch.long, device=self.device)
+
+    def _vector(self, value: Any, width: int, what: str) -> torch.Tensor:
+        vec = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        if vec.shape != (width,):
+            raise DimensionMismatchError(
+                f"{what} has shape {tuple(vec.shape)}, expected ({width},)"
+            )
+        return vec.to(device=self.device, dtype=self.dtype)
+
+    @staticmethod
+    def _check_positions(positions: tuple[int, ...] | None, seq: int, what: str) -> None:
+        if positions is not None and any(not -seq <= p < seq for p in positions):
+            raise ConfigError(f"{what}: positions {positions} outside a sequence of {seq} tokens")
+
+    def _edit_hooks(self, edits: Sequence[Edit], seq: int) -> Hooks:
+        """Validate `edits` and turn them into hook functions (no model work happens here)."""
+        hooks: Hooks = {}
+
+        def add(site: HookSite, fn: HookFn) -> None:
+            hooks.setdefault(site, []).append(fn)
+
+        for edit in edits:
+            if isinstance(edit, Clamp):
+                site, out = self._check_coder(edit.coder)
+                if not 0 <= edit.latent < edit.coder.d_sae:
+                    raise LatentIndexError(
+                        f"latent {edit.latent} not in [0, {edit.coder.d_sae}) for {edit.coder.id}"
+                    )
+                if edit.mode not in ("set", "add", "scale"):
+                    raise ConfigError(f"unknown Clamp mode {edit.mode!r}")
+                self._check_positions(edit.positions, seq, "Clamp")
+                read, write = self._clamp_fns(edit, same=site == out)
+                add(site, read)
+                if write is not None:
+                    add(out, write)
+            elif isinstance(edit, Add):
+                site = self.site(edit.hook)
+                vec = self._vector(edit.direction, self.width(site), "Add direction")
+                self._check_positions(edit.positions, seq, "Add")
+                add(site, self._add_fn(vec * edit.scale, edit.positions))
+            elif isinstance(edit, Replace):
+                if not 0 <= edit.layer < self.n_layers:
+                    raise ConfigError(f"Replace layer {edit.layer} not in [0, {self.n_layers})")
+                vec = self._vector(edit.vector, self.d_model, "Replace vector")
+                self._check_positions(edit.positions, seq, "Replace")
+                add(self.site(f"blocks.{edit.layer}.hook_resid_pre"), self._replace_fn(vec, edit))
+            else:
+                raise ConfigError(f"unknown edit {edit!r}")
+        return hooks
+
+    @staticmethod
+    def _clamp_fns(edit: Clamp, *, same: bool) -> tuple[HookFn, HookFn | None]:
+        coder, pos = edit.coder, _positions(edit.positions)
+        pending: list[torch.Tensor] = []
+
+        def read(x: torch.Tensor) -> torch.Tensor | None:
+            z: torch.Tensor = coder.encode(x)
+            edited = z.clone()
+            column = edited[:, pos, edit.latent]
+            if edit.mode == "set":
+                edited[:, pos, edit.latent] = edit.value
+            elif edit.mode == "add":
+                edited[:, pos, edit.latent] = column + edit.value
+            else:
+                edited[:, pos, edit.latent] = column * edit.value
+            delta: torch.Tensor = (coder.decode(edited) - coder.decode(z)).to(x.dtype)
+            if same:
+                return x + delta
+            pending.append(delta)
+            return None
+
+        def write(x: torch.Tensor) -> torch.Tensor:
+            return x + pending.pop()
+
+        return read, (None if same else write)
+
+    @staticmethod
+    def _add_fn(delta: torch.Tensor, positions: tuple[int, ...] | None) -> HookFn:
+        pos = _positions(positions)
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            x = x.clone()
+            x[:, pos] += delta
+            return x
+
+        return fn
+
+    @staticmethod
+    def _replace_fn(vec: torch.Tensor, edit: Replace) -> HookFn:
+        pos = list(edit.positions)
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            x = x.clone()
+            x[:, pos] = vec
+            return x
+
+        return fn
+
+    # --- the protocol ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def latent_acts(
+        self,
+        tokens: TokenBatch,
+        coders: Sequence[SparseCoder],
+        *,
+        latents: Mapping[str, Sequence[int]] | None = None,
+    ) -> dict[str, SparseActivations]:
+        if not coders:
+            raise ConfigError("latent_acts needs at least one coder")
+        ids_seen = [c.id for c in coders]
+        if len(set(ids_seen)) != len(ids_seen):
+            raise ConfigError(f"coder ids must be unique, got {ids_seen}")
+        unknown = set(latents or {}) - set(ids_seen)
+        if unknown:
+            raise ConfigError(f"latents given for unknown coders {sorted(unknown)}")
+        sites = {c.id: self._check_coder(c)[0] for c in coders}
+        subsets: dict[str, torch.Tensor | None] = {}
+        for c in coders:
+            subset = (latents or {}).get(c.id)
+            if subset is None:
+                subsets[c.id] = None
+                continue
+            idx = torch.as_tensor(list(subset), dtype=torch.long)
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= c.d_sae):
+                raise LatentIndexError(f"latents out of range [0, {c.d_sae}) for {c.id}")
+            subsets[c.id] = idx.to(self.device)
+        ids = self._ids(tokens)
+        mask = torch.as_tensor(tokens.mask, device=self.device)
+        if self.bos_token_id is not None:
+            bos_first = mask.clone()
+            bos_first[:, 0] &= ids[:, 0] != self.bos_token_id
+        else:
+            bos_first = mask
+        out: dict[str, SparseActivations] = {}
+        hooks: Hooks = {}
+        for c in coders:
+            keep = bos_first if c.exclude_bos else mask
+            hooks.setdefault(sites[c.id], []).append(self._capture_fn(c, keep, subsets[c.id], out))
+        self._forward(ids, hooks, max(s.stop_layer for s in sites.values()))
+        missing = set(ids_seen) - set(out)
+        if missing:
+            raise RuntimeError(f"{self.name}: hooks for {sorted(missing)} never ran")
+        return {c.id: out[c.id] for c in coders}
+
+    @staticmethod
+    def _capture_fn(
+        coder: SparseCoder,
+        keep: torch.Tensor,
+        subset: torch.Tensor | None,
+        out: dict[str, SparseActivations],
+    ) -> HookFn:
+        def fn(x: torch.Tensor) -> None:
+            z = coder.encode(x)
+            if subset is not None:
+                z = z[..., subset]
+            nz = (z > 0) & keep[:, :, None]
+            row, pos, latent = nz.nonzero(as_tuple=True)
+            values = z[row, pos, latent].float()
+            if subset is not None:
+                latent = subset[latent]
+            out[coder.id] = SparseActivations(
+                row=row.cpu().numpy().astype(np.int64),
+                pos=pos.cpu().numpy().astype(np.int64),
+                latent=latent.cpu().numpy().astype(np.int64),
+                value=values.cpu().numpy().astype(np.float32),
+            )
+
+        return fn
+
+    @torch.no_grad()
+    def logits(self, tokens: TokenBatch, edits: Sequence[Edit] = ()) -> torch.Tensor:
+        ids = self._ids(tokens)
+        hooks = self._edit_hooks(edits, ids.shape[1])
+        out = self._forward(ids, hooks, None)
+        assert out is not None
+        return out.detach()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        edits: Sequence[Edit] = (),
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Batched generation, recomputing the full (right-padded) context at every step.
+
+        Edits apply at every step; their positions count from the start of the prompt.
+        """
+        if not prompts:
+            return []
+        if temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        rows = self.tokenize(prompts).rows()
+        lengths = [len(r) for r in rows]
+        if min(lengths) == 0:
+            raise EmptyDatasetError("a prompt has no tokens")
+        hooks_check = self._edit_hooks(edits, min(lengths))
+        del hooks_check  # validated before any model work
+        generator = torch.Generator(device="cpu")
+        if seed is not None:
+            generator.manual_seed(seed)
+        width = max(lengths) + max_new_tokens
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        current = torch.tensor(lengths)
+        arange = torch.arange(len(rows))
+        for _ in range(max_new_tokens):
+            seq = int(current.max())
+            batch = ids[:, :seq].to(self.device)
+            with torch.no_grad():
+                logits = self._forward(batch, self._edit_hooks(edits, seq), None)
+            assert logits is not None
+            last = logits[arange, current - 1].float().cpu()
+            if temperature > 0:
+                probs = torch.softmax(last / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            else:
+                nxt = last.argmax(dim=-1)
+            ids[arange, current] = nxt
+            current += 1
+        texts = []
+        for i, start in enumerate(lengths):
+            new = ids[i, start : start + max_new_tokens].tolist()
+            if self.eos_token_id is not None and self.eos_token_id in new:
+                new = new[: new.index(self.eos_token_id)]
+            texts.append(self.decode(new))
+        return texts
+
+    @torch.no_grad()
+    def unembed(self, direction: Any) -> torch.Tensor:
+        vec = self._vector(direction, self.d_model, "direction")
+        return self._unembed(vec[None, None, :])[0, 0].detach()

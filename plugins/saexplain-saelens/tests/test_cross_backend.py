@@ -1,0 +1,133 @@
+"""The cross-backend contract on tiny random GPT-2 and Llama models: TransformerLens
+(HookedTransformer and SAELens's HookedSAETransformer) and nnsight (a plain transformers model and
+an nnsight LanguageModel) must agree on latent activations, logits under every edit kind and
+greedy generations, and planted features must fire exactly where planted, through each of them."""
+
+import numpy as np
+import pytest
+import torch
+from saexplain_saelens import Neurons, SAELensCoder
+from saexplain_saelens.testing import gpt2_tokenizer, make_sae, plant, tiny_gpt2, tiny_llama
+
+from saexplain.protocols import Add, Clamp, Replace
+from saexplain.testing import check_backends_agree, check_planted
+
+tl_backend = pytest.importorskip("saexplain_transformerlens.backend")
+nn_backend = pytest.importorskip("saexplain_nnsight.backend")
+convert = pytest.importorskip("saexplain_transformerlens.convert")
+
+FAMILIES = {"gpt2": tiny_gpt2, "llama": tiny_llama}
+
+
+def build_backends(hf, tok):
+    from nnsight import LanguageModel
+    from sae_lens import HookedSAETransformer
+
+    return [
+        tl_backend.TransformerLensBackend(convert.hooked_transformer_from_hf(hf, tok)),
+        tl_backend.TransformerLensBackend(
+            convert.hooked_transformer_from_hf(hf, tok, cls=HookedSAETransformer)
+        ),
+        nn_backend.NNsightBackend(hf, tokenizer=tok),
+        nn_backend.NNsightBackend(LanguageModel(hf, tokenizer=tok)),
+    ]
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    tok = gpt2_tokenizer()
+    hf = FAMILIES[request.param]()
+    return request.param, hf, build_backends(hf, tok)
+
+
+def coders_for(backend):
+    d, d_mlp = backend.d_model, backend.d_mlp
+    zsae = make_sae("standard", d, 96, "blocks.1.attn.hook_z", seed=6, reshape_activations="hook_z")
+    return [
+        SAELensCoder(make_sae("standard", d, 128, "blocks.1.hook_resid_pre", seed=1)),
+        SAELensCoder(make_sae("topk", d, 128, "blocks.0.hook_resid_post", seed=2)),
+        SAELensCoder(make_sae("jumprelu", d, 128, "blocks.1.hook_mlp_out", seed=3)),
+        SAELensCoder(make_sae("gated", d, 128, "blocks.0.hook_attn_out", seed=4)),
+        SAELensCoder(make_sae("transcoder", d, 128, "blocks.1.hook_resid_mid", seed=5)),
+        SAELensCoder(zsae),
+        Neurons(0, d_mlp, k=16),
+    ]
+
+
+def test_backends_agree_on_acts_logits_and_generations(family):
+    _, _, backends = family
+    backends = [backends[0], backends[2]]  # HookedTransformer vs plain transformers (nnsight)
+    coders = coders_for(backends[0])
+    rng = np.random.default_rng(0)
+    d = backends[0].d_model
+    edits = [Clamp(coder=c, latent=int(rng.integers(c.d_sae)), value=25.0) for c in coders]
+    edits += [
+        Clamp(coder=coders[0], latent=5, value=30.0, mode="add", positions=(1, 2)),
+        Add(
+            direction=rng.normal(size=d), scale=8.0, hook="blocks.1.hook_resid_mid", positions=(2,)
+        ),
+        Add(direction=rng.normal(size=d), scale=8.0, hook="blocks.0.hook_resid_post"),
+        Replace(vector=rng.normal(size=d) * 4, positions=(1,), layer=1),
+        Replace(vector=rng.normal(size=d) * 4, positions=(0, 2), layer=0),
+    ]
+    worst = check_backends_agree(backends, coders, edits=edits, atol=1e-4)
+    assert set(worst) >= {
+        "latent_acts",
+        "logits[none]",
+        "logits[Clamp]",
+        "logits[Add]",
+        "logits[Replace]",
+    }, worst
+
+
+def test_default_edits_agree(family):
+    _, _, backends = family
+    coders = coders_for(backends[0])[:1]
+    check_backends_agree(backends, coders, atol=1e-4)  # all four wrappings
+
+
+def test_several_coders_in_one_pass_equal_one_at_a_time(family):
+    _, _, backends = family
+    coders = coders_for(backends[0])
+    tokens = backends[0].tokenize(["one pass over the data", "for every coder at once"])
+    for backend in (backends[0], backends[2]):
+        together = backend.latent_acts(tokens, coders)
+        for c in coders:
+            alone = backend.latent_acts(tokens, [c])[c.id]
+            assert np.array_equal(alone.latent, together[c.id].latent)
+            assert np.allclose(alone.value, together[c.id].value)
+
+
+def test_acts_match_a_direct_encode_of_the_hf_hidden_state(family):
+    _, hf, backends = family
+    coder = SAELensCoder(make_sae("standard", backends[0].d_model, 128, "blocks.1.hook_resid_pre"))
+    tokens = backends[0].tokenize(["cross-check against the transformers hidden states"])
+    with torch.no_grad():
+        hidden = hf(torch.as_tensor(tokens.ids), output_hidden_states=True).hidden_states[1]
+        z = coder.encode(hidden).numpy()
+    z[:, 0] = 0.0  # BOS excluded
+    for backend in backends:
+        dense = backend.latent_acts(tokens, [coder])[coder.id].to_dense(z.shape)
+        assert np.allclose(dense, z, atol=1e-5)
+
+
+def test_planted_features_fire_exactly_where_planted(family):
+    name, _, _ = family
+    tok = gpt2_tokenizer()
+    hf = FAMILIES[name](seed=1)
+    planted = {
+        3: tok.encode(" cat")[0],
+        7: tok.encode(" dog")[0],
+        11: tok.encode(" apple")[0],
+    }
+    sae = make_sae(
+        "jumprelu",
+        hf.config.hidden_size if name == "llama" else hf.config.n_embd,
+        32,
+        "blocks.0.hook_resid_pre",
+    )
+    plant(sae, hf.get_input_embeddings().weight.data, planted)
+    coder = SAELensCoder(sae)
+    texts = ["The cat and the dog ate an apple.", "No pets here", "dog cat dog, apple cat"]
+    for backend in build_backends(hf, tok):
+        check_planted(backend, coder, planted, texts)
