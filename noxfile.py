@@ -84,9 +84,18 @@ def make_plugin_session(path: Path) -> None:
 
     @nox.session(name=f"plugin-{name}")
     def plugin_session(session: nox.Session) -> None:
-        extras = tomllib.loads((path / "pyproject.toml").read_text())["project"]
-        target = f"{path}[test]" if "test" in extras.get("optional-dependencies", {}) else str(path)
-        install_constrained(session, "-e", str(ROOT), "-e", target, *TEST_TOOLS)
+        project = tomllib.loads((path / "pyproject.toml").read_text())["project"]
+        extras = ",".join(project.get("optional-dependencies", {}))
+        target = f"{path}[{extras}]" if extras else str(path)
+        # Sibling plugins it depends on come from this repository, not from an index.
+        local = {plugin_name(p): p for p in PLUGINS}
+        siblings = [
+            arg
+            for dep in project.get("dependencies", [])
+            if (sib := local.get(dep.split(">")[0].split("=")[0].split("<")[0].strip()))
+            for arg in ("-e", str(sib))
+        ]
+        install_constrained(session, "-e", str(ROOT), *siblings, "-e", target, *TEST_TOOLS)
         session.run(
             "python",
             "-m",

@@ -73,6 +73,8 @@ def set_offline_env() -> None:
     """Keep tests, benchmarks and the demo off the network; call before heavy imports."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+
+
 _WORD = re.compile(r"\s*\S+|\s+$")
 _HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 

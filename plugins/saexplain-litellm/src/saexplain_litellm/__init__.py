@@ -1,14 +1,54 @@
 """saexplain-litellm: LLM providers for saexplain.
 
-Importing this module must stay light: litellm is imported only when a provider is built.
+- `litellm`: any litellm model string (`gpt-4o-mini`, `anthropic/...`, `hosted_vllm/...`,
+  `ollama/...`). Model strings starting with `local/` (the default `local/smollm2`) are served
+  in-process by the local provider, so the default run configuration works offline.
+- `local`: a transformers causal LM in this process (`smollm2`, or a model directory).
+
+Importing this module stays light: litellm, torch and transformers are imported only when a
+provider is built.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from saexplain import hookimpl
 from saexplain.hookspecs import Register
+
+if TYPE_CHECKING:
+    from saexplain_litellm.base import BaseProvider
+
+__all__ = ["make_litellm_provider", "make_local_provider", "register_providers"]
+
+LOCAL_PREFIX = "local/"
+
+
+def make_litellm_provider(model: str, **settings: Any) -> BaseProvider:
+    """Provider factory `litellm`: `local/<name-or-path>` runs in-process, the rest via litellm."""
+    if model.startswith(LOCAL_PREFIX):
+        return make_local_provider(model.removeprefix(LOCAL_PREFIX), **settings)
+    from saexplain_litellm.litellm_provider import LiteLLMProvider
+
+    return LiteLLMProvider(model, **settings)
+
+
+def make_local_provider(model: str = "smollm2", **settings: Any) -> BaseProvider:
+    """Provider factory for `local`: `smollm2` (the packaged default) or a model directory."""
+    from saexplain_litellm.local import LocalProvider
+
+    return LocalProvider(model.removeprefix(LOCAL_PREFIX), **settings)
 
 
 @hookimpl
 def register_providers(register: Register) -> None:
-    """Providers are added here as they are implemented."""
+    register(
+        "litellm",
+        make_litellm_provider,
+        description="Any litellm model string; 'local/...' runs a transformers model in-process.",
+    )
+    register(
+        "local",
+        make_local_provider,
+        description="A transformers causal LM in-process (default SmolLM2-135M-Instruct).",
+    )

@@ -1,0 +1,411 @@
+"""A provider for any litellm model string (`gpt-4o-mini`, `anthropic/...`, `openrouter/...`,
+`hosted_vllm/...`, `ollama/...`). Keys come from the environment the litellm way
+(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ...), or from `api_key=` / `api_key_env=` settings.
+
+litellm's own retries are switched off: retries, cache, limits and accounting are done once, in
+`BaseProvider`. litellm exceptions become saexplain's typed `ProviderError`s, with secrets
+redacted from every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import litellm
+from litellm import exceptions as lx
+
+from saexplain.errors import (
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderServerError,
+    ProviderTimeoutError,
+)
+from saexplain.models import ChatRequest, ChatResponse, Choice, TokenLogprob, Usage
+from saexplain.protocols import ProviderCapabilities
+from saexplain_litellm.base import BaseProvider, CacheSetting
+from saexplain_litellm.redact import redact, register_secret
+
+log = logging.getLogger(__name__)
+litellm.suppress_debug_info = True
+_unpriced_warned: set[str] = set()
+
+
+def detect_capabilities(model: str) -> ProviderCapabilities:
+    """What litellm knows `model` supports (logprobs, top_logprobs, n)."""
+    try:
+        params = litellm.get_supported_openai_params(model=model) or []
+    except Exception:  # unknown provider prefix: assume the plain chat subset
+        params = []
+    return ProviderCapabilities(
+        logprobs="logprobs" in params,
+        max_top_logprobs=20 if "top_logprobs" in params else 0,
+        max_n=8 if "n" in params else 1,
+    )
+
+
+def missing_key_variables(model: str) -> list[str]:
+    """Environment variables litellm needs for `model` and does not find."""
+    try:
+        found = litellm.validate_environment(model=model)
+    except Exception:
+        return []
+    return [str(k) for k in found.get("missing_keys", [])]
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = redact(str(error)).strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def map_error(
+    error: BaseException, model: str, *, key_env: str | None = None, has_key: bool = False
+) -> ProviderError:
+    """A typed, redacted saexplain error for a litellm / openai / asyncio exception."""
+    detail = _short(error)
+    if isinstance(error, lx.AuthenticationError | lx.PermissionDeniedError):
+        missing = [] if has_key else ([key_env] if key_env else missing_key_variables(model))
+        if key_env and not os.environ.get(key_env) and not has_key:
+            missing = [key_env]
+        if missing:
+            hint = f"set {' and '.join(missing)} in the environment (missing)"
+        else:
+            hint = "the API key was rejected; check its value and the model's access rights"
+        return ProviderAuthError(
+            f"authentication failed for model {model!r}: {hint}. Provider said: {detail}",
+            model=model,
+        )
+    if isinstance(error, lx.RateLimitError):
+        out: ProviderError = ProviderRateLimitError(f"rate limited: {detail}", model=model)
+        retry_after = _retry_after(error)
+        if retry_after is not None:
+            out.retry_after = retry_after  # type: ignore[attr-defined]
+        return out
+    if isinstance(error, lx.Timeout | asyncio.TimeoutError | TimeoutError):
+        return ProviderTimeoutError(f"timed out: {detail}", model=model)
+    if isinstance(
+        error,
+        lx.BadRequestError
+        | lx.NotFoundError
+        | lx.UnprocessableEntityError
+        | lx.UnsupportedParamsError,
+    ):
+        return ProviderBadRequestError(f"request rejected: {detail}", model=model)
+    if isinstance(
+        error,
+        lx.InternalServerError
+        | lx.ServiceUnavailableError
+        | lx.BadGatewayError
+        | lx.APIConnectionError,
+    ):
+        return ProviderServerError(f"server error: {detail}", model=model)
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int):
+        if status == 429:
+            return ProviderRateLimitError(f"rate limited: {detail}", model=model)
+        if status == 408:
+            return ProviderTimeoutError(f"timed out: {detail}", model=model)
+        if status in (401, 403):
+            return map_error(
+                lx.AuthenticationError(message=detail, llm_provider="", model=model),
+                model,
+                key_env=key_env,
+                has_key=has_key,
+            )
+        if status >= 500:
+            return ProviderServerError(f"server error ({status}): {detail}", model=model)
+        if 400 <= status < 500:
+            return ProviderBadRequestError(f"request rejected ({status}): {detail}", model=model)
+    return ProviderError(f"{type(error).__name__}: {detail}", model=model)
+
+
+def _retry_after(error: BaseException) -> float | None:
+    headers = getattr(error, "headers", None) or {}
+    response = getattr(error, "response", None)
+    if not headers and response is not None:
+        headers = getattr(response, "headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _logprobs(choice: Any) -> tuple[TokenLogprob, ...] | None:
+    raw = _get(choice, "logprobs")
+    content = _get(raw, "content") if raw is not None else None
+    if not content:
+        return None
+    out = []
+    for item in content:
+        top = tuple(
+            (str(_get(alt, "token")), float(_get(alt, "logprob")))
+            for alt in (_get(item, "top_logprobs") or ())
+        )
+        out.append(
+            TokenLogprob(
+                token=str(_get(item, "token")), logprob=float(_get(item, "logprob")), top=top
+            )
+        )
+    return tuple(out)
+
+
+def to_chat_response(model: str, response: Any, cost_usd: float) -> ChatResponse:
+    """saexplain's `ChatResponse` from a litellm `ModelResponse`."""
+    choices = tuple(
+        Choice(
+            text=str(_get(_get(c, "message"), "content") or ""),
+            logprobs=_logprobs(c),
+            finish_reason=_get(c, "finish_reason"),
+        )
+        for c in response.choices
+    )
+    usage = _get(response, "usage")
+    return ChatResponse(
+        model=str(_get(response, "model") or model),
+        choices=choices,
+        usage=Usage(
+            prompt_tokens=int(_get(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(_get(usage, "completion_tokens", 0) or 0),
+            cost_usd=max(0.0, cost_usd),
+            calls=1,
+        ),
+    )
+
+
+def response_cost(model: str, response: Any) -> float:
+    """The call's cost from litellm's (offline) price table; 0.0, once warned, when unpriced."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    if cost is None and model in _unpriced_warned:
+        return 0.0  # known to be unpriced: skip litellm's (slow, failing) price lookups
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=response, model=model)
+        except Exception:
+            cost = None
+    if cost is None:
+        if model not in _unpriced_warned:
+            _unpriced_warned.add(model)
+            log.warning("no price known for %s: its calls are accounted at $0", model)
+        return 0.0
+    return float(cost)
+
+
+class LiteLLMProvider(BaseProvider):
+    """Chat completions through `litellm.acompletion` (see the module docstring).
+
+    Settings: `api_base`, `api_key` (never cached or logged), `api_key_env` (read the key from
+    this variable), `timeout` (seconds per attempt), `logprobs` / `max_n` (override the detected
+    capabilities, e.g. for a vLLM server), `params` (extra keyword arguments for litellm, e.g.
+    `custom_llm_provider`), `mock_response` (litellm's offline mock, for tests and dry runs), and
+    the shared ones of `BaseProvider` (cache, ledger, spend_cap_usd, max_concurrency,
+    requests_per_minute, retry / max_attempts, seed).
+    """
+
+    name = "litellm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        timeout: float = 120.0,
+        logprobs: bool | None = None,
+        max_top_logprobs: int | None = None,
+        max_n: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        mock_response: Any = None,
+        direct_http: bool = False,
+        cache: CacheSetting = None,
+        **shared: Any,
+    ) -> None:
+        if direct_http and not api_base:
+            raise ValueError("direct_http needs api_base (an OpenAI-compatible server)")
+        caps = detect_capabilities(model)
+        caps = ProviderCapabilities(
+            logprobs=caps.logprobs if logprobs is None else bool(logprobs),
+            max_top_logprobs=(
+                max_top_logprobs
+                if max_top_logprobs is not None
+                else (caps.max_top_logprobs or (20 if logprobs else 0))
+            ),
+            max_n=caps.max_n if max_n is None else int(max_n),
+        )
+        super().__init__(model, capabilities=caps, cache=cache, **shared)
+        register_secret(api_key)
+        self.api_base = api_base
+        self._api_key = api_key
+        self.api_key_env = api_key_env
+        self.timeout = float(timeout)
+        self.params = dict(params or {})
+        self.mock_response = mock_response
+        self.direct_http = direct_http
+        self._session: Any = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._prices: tuple[float, float] | None = None
+
+    def cache_params(self) -> Mapping[str, Any]:
+        out: dict[str, Any] = {"api_base": self.api_base, "params": self.params}
+        if self.mock_response is not None:
+            out["mock"] = repr(self.mock_response)
+        return out
+
+    def _key(self) -> str | None:
+        if self._api_key:
+            return self._api_key
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env)
+            register_secret(value)
+            return value
+        return None
+
+    def litellm_kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.model_dump() for m in request.messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "timeout": self.timeout,
+            "num_retries": 0,
+            "max_retries": 0,
+            "drop_params": True,
+        }
+        if request.n > 1:
+            kwargs["n"] = request.n
+        if request.logprobs:
+            kwargs["logprobs"] = True
+            if request.top_logprobs:
+                kwargs["top_logprobs"] = request.top_logprobs
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.mock_response is not None:
+            kwargs["mock_response"] = self.mock_response
+        kwargs.update(self.params)
+        return kwargs
+
+    async def _call(self, request: ChatRequest) -> ChatResponse:
+        kwargs = self.litellm_kwargs(request)
+        key = self._key()
+        if key:
+            kwargs["api_key"] = key
+        if self.direct_http:
+            return await self._call_direct(request, key)
+        mapped: ProviderError | None = None
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except ProviderError:
+            raise
+        except Exception as error:
+            mapped = map_error(
+                error, self.model, key_env=self.api_key_env, has_key=bool(self._api_key)
+            )
+        if mapped is not None:
+            # Raised outside the handler: the original (unredacted) exception is not chained.
+            raise mapped
+        return to_chat_response(self.model, response, response_cost(self.model, response))
+
+    # --- direct OpenAI-compatible HTTP (opt-in fast path) ----------------------------------------
+
+    async def _http(self) -> Any:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session_loop is not loop or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+            self._session_loop = loop
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the direct-HTTP session (only used with `direct_http=True`)."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def _call_direct(self, request: ChatRequest, key: str | None) -> ChatResponse:
+        """POST `{api_base}/chat/completions` ourselves: an OpenAI-compatible server (vLLM,
+        llama.cpp, LM Studio) without litellm's per-call work. Same typed errors, same usage."""
+        import aiohttp
+
+        kwargs = self.litellm_kwargs(request)
+        body = {k: v for k, v in kwargs.items() if k not in _NOT_IN_BODY}
+        body["model"] = self.model.split("/", 1)[1] if "/" in self.model else self.model
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        url = f"{str(self.api_base).rstrip('/')}/chat/completions"
+        mapped: ProviderError | None = None
+        data: Any = None
+        try:
+            session = await self._http()
+            async with session.post(url, json=body, headers=headers) as resp:
+                if resp.status >= 400:
+                    text = await resp.text()
+                    mapped = _status_error(resp.status, text, self.model, self.api_key_env)
+                else:
+                    data = await resp.json(content_type=None)
+        except TimeoutError:
+            mapped = ProviderTimeoutError(f"timed out after {self.timeout}s", model=self.model)
+        except aiohttp.ClientError as error:
+            mapped = ProviderServerError(f"connection failed: {_short(error)}", model=self.model)
+        if mapped is not None:
+            raise mapped
+        if self._prices is None:
+            from saexplain_litellm.accounting import price_per_token
+
+            self._prices = price_per_token(self.model) or (0.0, 0.0)
+        usage = data.get("usage") or {}
+        cost = (
+            int(usage.get("prompt_tokens", 0) or 0) * self._prices[0]
+            + int(usage.get("completion_tokens", 0) or 0) * self._prices[1]
+        )
+        return to_chat_response(self.model, _Obj(data), cost)
+
+
+_NOT_IN_BODY = {"timeout", "num_retries", "max_retries", "drop_params", "api_base", "mock_response"}
+
+
+class _Obj:
+    """Attribute access over a decoded JSON response (for `to_chat_response`)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.choices = data.get("choices") or []
+        self.usage = data.get("usage") or {}
+        self.model = data.get("model")
+
+
+def _status_error(status: int, text: str, model: str, key_env: str | None) -> ProviderError:
+    detail = redact(text.strip().replace("\n", " "))[:300]
+    if status in (401, 403):
+        hint = (
+            f"set {key_env} in the environment"
+            if key_env and not os.environ.get(key_env)
+            else ("the API key was rejected; check its value and the model's access rights")
+        )
+        return ProviderAuthError(
+            f"authentication failed for model {model!r}: {hint}. Server said: {detail}", model=model
+        )
+    if status == 429:
+        return ProviderRateLimitError(f"rate limited: {detail}", model=model)
+    if status == 408:
+        return ProviderTimeoutError(f"timed out: {detail}", model=model)
+    if status >= 500:
+        return ProviderServerError(f"server error ({status}): {detail}", model=model)
+    return ProviderBadRequestError(f"request rejected ({status}): {detail}", model=model)

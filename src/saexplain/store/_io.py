@@ -1,0 +1,99 @@
+"""Small file-system helpers: atomic writes, array conversion, stable names and seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+def to_numpy(x: Any) -> npt.NDArray[Any]:
+    """A numpy view of an array or a tensor-like value (torch, jax), without importing torch."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach()
+    if hasattr(x, "cpu"):
+        x = x.cpu()
+    if hasattr(x, "numpy"):
+        with contextlib.suppress(TypeError, RuntimeError):  # e.g. bfloat16 has no numpy dtype
+            return np.asarray(x.numpy())
+        if hasattr(x, "float"):
+            return np.asarray(x.float().numpy())
+    return np.asarray(x)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / file system
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def save_npy(path: Path, array: npt.NDArray[Any], *, fsync: bool = True) -> None:
+    """np.save to `path` (inside a directory that is itself published atomically)."""
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+
+
+def atomic_save_npy(path: Path, array: npt.NDArray[Any], *, fsync: bool = True) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_npy(tmp, array, fsync=fsync)
+    os.replace(tmp, path)
+
+
+def publish_dir(tmp: Path, final: Path, *, fsync: bool = True) -> None:
+    """Atomically move a fully written directory `tmp` to `final` (replacing a stale one)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if fsync:
+        _fsync_dir(final.parent)
+
+
+def safe_key(name: str) -> str:
+    """A file-name-safe, collision-free key for an arbitrary id (e.g. a coder id with slashes)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80] or "coder"
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=4).hexdigest()
+    return f"{slug}-{digest}"
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed from a run seed and any identifying parts (coder id, latent, purpose).
+
+    Stable across processes and Python versions (unlike `hash`), so each latent gets its own
+    reproducible random stream and no two latents share negatives by accident.
+    """
+    text = ":".join([str(seed), *map(str, parts)])
+    return (
+        int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+    )
