@@ -146,6 +146,14 @@ class FakeBackend:
             raise HookNameError(f"unknown hook {hook!r} for {self.model_id}; valid: {valid}")
         return int(m.group(1)) + (m.group(2) == "post")
 
+    def _block(self, layer: int, h: FloatArray) -> FloatArray:
+        """One block: a little nonlinearity plus a causal mix of the previous position."""
+        self.layers_run += 1
+        shifted = np.zeros_like(h)
+        shifted[:, 1:] = h[:, :-1]
+        out: FloatArray = h + 0.1 * np.tanh(h @ self._blocks[layer]) + 0.1 * shifted
+        return out
+
     def _run(self, ids: npt.NDArray[np.int64], until: int, edits: Sequence[Edit]) -> FloatArray:
         """Residual stream `h_until` (batch, seq, d_model), edits applied where they hook in."""
         h: FloatArray = self._embed[ids].copy()
@@ -154,10 +162,7 @@ class FakeBackend:
                 h = self._apply(edit, layer, h)
             if layer == until:
                 break
-            self.layers_run += 1
-            shifted = np.zeros_like(h)
-            shifted[:, 1:] = h[:, :-1]
-            h = h + 0.1 * np.tanh(h @ self._blocks[layer]) + 0.1 * shifted
+            h = self._block(layer, h)
         return h
 
     def _apply(self, edit: Edit, layer: int, h: FloatArray) -> FloatArray:
@@ -221,10 +226,7 @@ class FakeBackend:
                     out[c.id] = self._sparse(c, h, tokens, (latents or {}).get(c.id))
             if layer == max(layers.values()):
                 break
-            self.layers_run += 1
-            shifted = np.zeros_like(h)
-            shifted[:, 1:] = h[:, :-1]
-            h = h + 0.1 * np.tanh(h @ self._blocks[layer]) + 0.1 * shifted
+            h = self._block(layer, h)
         return out
 
     def _sparse(
