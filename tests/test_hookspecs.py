@@ -11,6 +11,7 @@ EXPECTED = {
     "register_explainers": "(register: 'Register') -> 'None'",
     "register_scorers": "(register: 'Register') -> 'None'",
     "register_providers": "(register: 'Register') -> 'None'",
+    "register_coders": "(register: 'Register') -> 'None'",
     "detect_backend": "(model: 'object') -> 'str | None'",
 }
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "hooks.md"

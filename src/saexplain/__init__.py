@@ -20,9 +20,17 @@ except PackageNotFoundError:  # running from a source tree without installation
 if TYPE_CHECKING:
     from saexplain import errors, models
     from saexplain._async import run_sync
+    from saexplain.api import aexplain, explain
+    from saexplain.models import RunConfig
+    from saexplain.pipeline import arun, run
     from saexplain.plugins import PluginManager, get_plugin_manager, register_plugin
 
 _LAZY = {
+    "explain": ("saexplain.api", "explain"),
+    "aexplain": ("saexplain.api", "aexplain"),
+    "run": ("saexplain.pipeline", "run"),
+    "arun": ("saexplain.pipeline", "arun"),
+    "RunConfig": ("saexplain.models", "RunConfig"),
     "errors": ("saexplain.errors", None),
     "models": ("saexplain.models", None),
     "run_sync": ("saexplain._async", "run_sync"),
@@ -33,12 +41,17 @@ _LAZY = {
 
 __all__ = [
     "PluginManager",
+    "RunConfig",
     "__version__",
+    "aexplain",
+    "arun",
     "errors",
+    "explain",
     "get_plugin_manager",
     "hookimpl",
     "models",
     "register_plugin",
+    "run",
     "run_sync",
 ]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -31,6 +32,100 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(message: str) -> int:
+    print(f"saexplain: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _guarded(work: Callable[[], Any]) -> Any:
+    """Run `work`; a saexplain error becomes a one-line message and exit status 2."""
+    from saexplain.errors import SaexplainError
+
+    try:
+        return work()
+    except SaexplainError as e:
+        return _Failed(str(e))
+
+
+class _Failed(str):
+    pass
+
+
+def _print_run(results: Any, *, report: bool) -> int:
+    from saexplain.report import format_table
+
+    if isinstance(results, _Failed):
+        return _fail(results)
+    print(format_table(results))
+    where = results.path / "report.html" if report else results.path
+    print(f"\n{'report' if report else 'run directory'}: {where}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from saexplain.config import load_config
+    from saexplain.pipeline import run
+
+    return _print_run(
+        _guarded(lambda: run(load_config(args.config, args.overrides), progress=not args.quiet)),
+        report=False,
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from saexplain.demo import run_demo
+
+    return _print_run(
+        _guarded(
+            lambda: run_demo(quick=args.quick, output_dir=args.output_dir, progress=not args.quiet)
+        ),
+        report=True,
+    )
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from saexplain.config import load_config
+    from saexplain.estimate import estimate, format_estimate
+
+    result = _guarded(
+        lambda: estimate(
+            load_config(args.config, args.overrides),
+            n_latents=args.latents,
+            progress=not args.quiet,
+        )
+    )
+    if isinstance(result, _Failed):
+        return _fail(result)
+    print(json.dumps(result, indent=2) if args.json else format_estimate(result))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from saexplain.report import RunFormatError, RunResults, format_table
+
+    if not Path(args.run).is_dir():
+        return _fail(f"{args.run!r} is not a run directory")
+    try:
+        results = RunResults.load(args.run)
+    except RunFormatError as e:
+        return _fail(f"{args.run} is damaged: {e}")
+    print(format_table(results))
+    return 0
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a run config file (.yaml, .toml or .json)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override config values, dotted keys for nested ones (latents.sample=20)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from saexplain import __version__
 
@@ -47,7 +142,47 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every plugin saexplain found: built-in, installed, or failed to load.",
     )
     plugins.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    plugins.set_defaults(run=_cmd_plugins)
+    plugins.set_defaults(handler=_cmd_plugins)
+
+    run = commands.add_parser(
+        "run",
+        help="collect, build records, explain and score the latents a config selects",
+        description="Run (or resume) the pipeline a config file describes. Rerunning the same "
+        "command after a crash skips the finished (latent, method) pairs.",
+    )
+    _add_config_args(run)
+    run.set_defaults(handler=_cmd_run)
+
+    est = commands.add_parser(
+        "estimate",
+        help="estimate tokens and cost of a run without calling an LLM",
+        description="Builds the records (collecting activations if needed), renders every "
+        "prompt a run would send for a sample of latents, and extrapolates tokens and cost.",
+    )
+    _add_config_args(est)
+    est.add_argument("--latents", type=int, default=5, help="latents to sample (default 5)")
+    est.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    est.set_defaults(handler=_cmd_estimate)
+
+    show = commands.add_parser(
+        "show",
+        help="print a run's latents, explanations and scores as a table",
+        description="Print the table of a run directory (finished or in progress).",
+    )
+    show.add_argument("run", help="a run directory")
+    show.set_defaults(handler=_cmd_show)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the offline demo: SmolLM2 explains a small SAE trained on itself",
+        description="Trains (once, cached) a small SAE on SmolLM2-135M-Instruct, explains and "
+        "scores about 20 latents with the local model, prints the table and writes an HTML "
+        "report. Needs saexplain-saelens, saexplain-nnsight and saexplain-litellm.",
+    )
+    demo.add_argument("--quick", action="store_true", help="fewer latents and tokens (CI)")
+    demo.add_argument("--output-dir", default="runs", help="where to write the run (runs/)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_cmd_demo)
     return parser
 
 
@@ -57,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    code: int = args.run(args)
+    code: int = args.handler(args)
     return code
 
 

@@ -11,6 +11,7 @@ callback. Factories are called lazily with keyword settings and return the compo
 - explainer factory: `factory(**settings) -> Explainer`
 - scorer factory: `factory(**settings) -> Scorer`
 - provider factory: `factory(model: str, **settings) -> Provider`
+- coder factory: `factory(spec: str, *, backend: Backend | None = None, **settings) -> SparseCoder`
 
 Registering a name another plugin already registered raises, unless `override=True` is passed
 (an explicit, recorded replacement).
@@ -60,6 +61,16 @@ def register_scorers(register: Register) -> None:
 @hookspec
 def register_providers(register: Register) -> None:
     """Register LLM providers (hosted APIs, local models) by name."""
+
+
+@hookspec
+def register_coders(register: Register) -> None:
+    """Register sparse-coder sources by name (SAELens releases, local files, MLP neurons, ...).
+
+    A run config names a coder as `"<source>:<spec>"` (for example
+    `"saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre"`); the factory registered for `<source>`
+    receives `spec` and the run's backend (a source may need the model, e.g. for its neurons).
+    """
 
 
 @hookspec(firstresult=True)

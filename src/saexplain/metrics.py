@@ -1,4 +1,5 @@
-"""Classifier metrics shared by the scorers (detection, fuzzing, neighbour detection, ...).
+"""Metrics shared by the scorers: classifier metrics (detection, fuzzing, neighbour detection,
+...), SAEBench's autointerp accuracy, and Pearson correlation (simulation).
 
 Predictions with an error are excluded and counted (`n_errors`), never scored as answers.
 A metric that is undefined on the given items (no positives, no probabilities) is None.
@@ -90,3 +91,43 @@ def classification_metrics(predictions: Sequence[Prediction]) -> dict[str, float
     for key in sorted(groups, key=lambda k: (not k.startswith("accuracy_q"), len(k), k)):
         metrics[key] = sum(groups[key]) / len(groups[key])
     return metrics
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation of two equal-length sequences; None when either is constant or
+    shorter than two (the correlation is undefined there, not zero)."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{len(a)} values but {len(b)} values to correlate with")
+    if len(a) < 2:
+        return None
+    a = a - a.mean()
+    b = b - b.mean()
+    den = float(np.sqrt((a @ a) * (b @ b)))
+    if den == 0.0 or not np.isfinite(den):
+        return None
+    return float(np.clip((a @ b) / den, -1.0, 1.0))
+
+
+def saebench_accuracy(
+    predictions: Sequence[Prediction],
+    max_activations: Sequence[float],
+    latent_max: float,
+    *,
+    threshold_frac: float = 0.01,
+) -> float | None:
+    """SAEBench's autointerp score: the fraction of items classified correctly, where an item
+    counts as active when any of its tokens exceeds `threshold_frac` x the latent's max (not by
+    the sampler's split). `max_activations[i]` is item i's largest activation. Unlike SAEBench,
+    which drops a latent whose answer does not parse, errored items are excluded here (and
+    counted by `classification_metrics`)."""
+    if len(predictions) != len(max_activations):
+        raise ValueError(f"{len(predictions)} predictions but {len(max_activations)} maxima")
+    cut = threshold_frac * latent_max
+    correct = [
+        p.predicted == (m > cut)
+        for p, m in zip(predictions, max_activations, strict=True)
+        if p.predicted is not None
+    ]
+    return sum(correct) / len(correct) if correct else None

@@ -315,13 +315,21 @@ class RunConfig(Frozen):
     """One run, fully described: what to load, which latents, which methods, where to write."""
 
     model: str = Field(min_length=1)  # model name or local path, as the backend understands it
-    backend: str | None = None  # None: detect from the model object
-    coder: str = Field(min_length=1)  # SAELens "release/sae_id", a local path, or "neurons:<hook>"
-    dataset: str = Field(min_length=1)  # dataset name, local file, or directory
+    backend: str | None = None  # None: the backend plugin that claims the loaded model
+    backend_settings: Settings = Field(default_factory=dict)
+    # "<source>:<spec>": "saelens:<release>/<sae_id>", "saelens:<local dir>",
+    # "neurons:blocks.L.mlp.hook_post"; no prefix means "saelens"
+    coder: str = Field(min_length=1)
+    coder_settings: Settings = Field(default_factory=dict)
+    dataset: str = Field(min_length=1)  # hub dataset name, local file or directory, or "demo"
+    text_field: str = "text"
+    split: str = "train"
     n_tokens: Annotated[int, Field(ge=1)] = 1_000_000
     context_length: Annotated[int, Field(ge=2)] = 256
     prepend_bos: bool = True
+    batch_size: Annotated[int, Field(ge=1)] = 16  # contexts per forward pass when collecting
     latents: LatentSelection = LatentSelection(sample=100)
+    records: Settings = Field(default_factory=dict)  # saexplain.sampling.RecordConfig fields
     explainers: tuple[MethodSpec, ...] = (MethodSpec(name="maxact"),)
     scorers: tuple[MethodSpec, ...] = (MethodSpec(name="detection"), MethodSpec(name="fuzzing"))
     explainer_model: ProviderSpec = ProviderSpec()
@@ -330,6 +338,9 @@ class RunConfig(Frozen):
     concurrency: Annotated[int, Field(ge=1)] = 8
     spend_cap_usd: Annotated[float, Field(gt=0.0)] | None = None
     output_dir: str = "runs"
+    name: str | None = None  # run directory name inside output_dir; None: derived from the config
+    store_dir: str | None = None  # reuse an activation store elsewhere; None: <run dir>/store
+    log_prompts: bool = False  # write every prompt and response to <run dir>/logs/
 
     @field_validator("explainers", "scorers", mode="before")
     @classmethod

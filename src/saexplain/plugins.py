@@ -36,7 +36,7 @@ ENV_STRICT = "SAEXPLAIN_STRICT_PLUGINS"
 # Built-in methods are plugins too; each of these modules implements the hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = ("saexplain.explainers", "saexplain.scorers")
 
-KINDS = ("backend", "explainer", "scorer", "provider")
+KINDS = ("backend", "explainer", "scorer", "provider", "coder")
 _HOOK_OF_KIND = {kind: f"register_{kind}s" for kind in KINDS}
 
 PluginState = Literal["loaded", "failed", "blocked"]
@@ -120,6 +120,10 @@ class PluginManager:
     @property
     def providers(self) -> Registry:
         return self._registry("provider")
+
+    @property
+    def coders(self) -> Registry:
+        return self._registry("coder")
 
     @property
     def strict(self) -> bool:

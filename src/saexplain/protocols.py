@@ -134,7 +134,9 @@ class Add:
 class Replace:
     """Overwrite the residual stream entering block `layer` at `positions` with `vector`.
 
-    The self-explanation primitive: the same positions in every row of the batch.
+    The self-explanation primitive: the same positions in every row of the batch. `vector` is one
+    `(d_model,)` vector for every row, or `(batch, d_model)`: one vector per row, so a sweep over
+    scales is one batch (in `generate`, one row per prompt).
     """
 
     vector: Array
@@ -174,7 +176,14 @@ class SparseCoder(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """A model stack adapter: tokenization, early-stopping activation capture, edited runs."""
+    """A model stack adapter: tokenization, early-stopping activation capture, edited runs.
+
+    Optional: `chat_prompt(messages, prefill) -> str | None` renders chat messages
+    (`saexplain.models.Message`) with the model's chat template and appends `prefill` (the start
+    of the assistant's answer); `tokenize` of the result (BOS prepended) gives the template's
+    tokens. None (or no such method): the model has no template, and methods fall back to a plain
+    "User: ...\nAssistant: ..." layout.
+    """
 
     name: str  # the backend plugin's registered name
     model_id: str
@@ -216,11 +225,27 @@ class Backend(Protocol):
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> list[str]:
-        """Continuations (new text only) of each prompt; greedy when temperature is 0."""
+        """Continuations (new text only) of each prompt; greedy when temperature is 0.
+
+        Edit positions count from the start of each (BOS-prefixed) prompt, so a `Replace` patches
+        prompt tokens only; a per-row `Replace` vector has one row per prompt.
+        """
         ...
 
     def unembed(self, direction: Array) -> Array:
         """Logit lens: the final norm (where the model has one) and unembedding of a direction."""
+        ...
+
+    def probe(
+        self, tokens: TokenBatch, edits: Sequence[Edit] = (), *, layers: Sequence[int] = ()
+    ) -> tuple[Array, dict[int, Array]]:
+        """One edited forward pass: the final logits (batch, seq, vocab), as `logits` gives, and
+        the residual stream entering each block in `layers` (`blocks.L.hook_resid_pre`, after any
+        edit at that site), each (batch, seq, d_model). `0 <= L < n_layers`.
+
+        Self-explanation reads the patched prompt's last-token residual at a deeper layer and the
+        first answer token's distribution from the same pass.
+        """
         ...
 
 

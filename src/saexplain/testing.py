@@ -88,7 +88,9 @@ class FakeBackend:
     Tokens are words with their leading whitespace (`" cat"`), ids assigned on first sight.
     Block `l` maps the residual `h` to `h + 0.1 * tanh(h W_l) + 0.1 * (h shifted one position)`,
     so activations depend a little on context, causally. Hooks: `blocks.L.hook_resid_pre` and
-    `blocks.L.hook_resid_post`. `layers_run` counts block evaluations, to test early stopping.
+    `blocks.L.hook_resid_post`. `layers_run` counts block evaluations, to test early stopping;
+    `forward_calls` counts edited forward passes (`logits`, `probe`, each generation step), to
+    test batching.
     """
 
     name = "fake"
@@ -108,6 +110,7 @@ class FakeBackend:
         self._vocab: list[str] = ["<bos>"]
         self._ids: dict[str, int] = {"<bos>": 0}
         self.layers_run = 0
+        self.forward_calls = 0
 
     # tokenization
     def _id(self, word: str) -> int:
@@ -154,12 +157,22 @@ class FakeBackend:
         out: FloatArray = h + 0.1 * np.tanh(h @ self._blocks[layer]) + 0.1 * shifted
         return out
 
-    def _run(self, ids: npt.NDArray[np.int64], until: int, edits: Sequence[Edit]) -> FloatArray:
-        """Residual stream `h_until` (batch, seq, d_model), edits applied where they hook in."""
+    def _run(
+        self,
+        ids: npt.NDArray[np.int64],
+        until: int,
+        edits: Sequence[Edit],
+        capture: dict[int, FloatArray] | None = None,
+    ) -> FloatArray:
+        """Residual stream `h_until` (batch, seq, d_model), edits applied where they hook in;
+        `h_L` (after edits) is stored in `capture` for each layer key it has."""
+        self.forward_calls += 1
         h: FloatArray = self._embed[ids].copy()
         for layer in range(until + 1):
             for edit in edits:
                 h = self._apply(edit, layer, h)
+            if capture is not None and layer in capture:
+                capture[layer] = h.copy()
             if layer == until:
                 break
             h = self._block(layer, h)
@@ -171,10 +184,13 @@ class FakeBackend:
             if edit.layer != layer:
                 return h
             vec = np.asarray(edit.vector, dtype=np.float64)
-            if vec.shape != (self.d_model,):
-                raise DimensionMismatchError(f"Replace vector {vec.shape} != ({self.d_model},)")
+            if vec.shape not in ((self.d_model,), (h.shape[0], self.d_model)):
+                raise DimensionMismatchError(
+                    f"Replace vector {vec.shape} != ({self.d_model},) or "
+                    f"(batch={h.shape[0]}, {self.d_model})"
+                )
             h = h.copy()
-            h[:, list(edit.positions)] = vec
+            h[:, list(edit.positions)] = vec if vec.ndim == 1 else vec[:, None, :]
             return h
         if isinstance(edit, Add):
             if self.hook_layer(edit.hook) != layer:
@@ -248,6 +264,16 @@ class FakeBackend:
         out: FloatArray = self._run(tokens.ids, self.n_layers, edits) @ self._unembed
         return out
 
+    def probe(
+        self, tokens: TokenBatch, edits: Sequence[Edit] = (), *, layers: Sequence[int] = ()
+    ) -> tuple[FloatArray, dict[int, FloatArray]]:
+        for layer in layers:
+            if not 0 <= layer < self.n_layers:
+                raise HookNameError(f"probe layer {layer} not in [0, {self.n_layers})")
+        capture: dict[int, FloatArray] = dict.fromkeys(layers, np.zeros(0))
+        out: FloatArray = self._run(tokens.ids, self.n_layers, edits, capture) @ self._unembed
+        return out, capture
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -259,11 +285,12 @@ class FakeBackend:
     ) -> list[str]:
         rng = np.random.default_rng(seed)
         results = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             ids = self.tokenize([prompt]).rows()[0]
             start = len(ids)
+            mine = [_row_edit(e, i, len(prompts), self.d_model) for e in edits]
             for _ in range(max_new_tokens):
-                logits = self.logits(TokenBatch.from_lists([ids]), edits)[0, -1, : len(self._vocab)]
+                logits = self.logits(TokenBatch.from_lists([ids]), mine)[0, -1, : len(self._vocab)]
                 if temperature > 0:
                     p = np.exp((logits - logits.max()) / temperature)
                     nxt = int(rng.choice(len(p), p=p / p.sum()))
@@ -280,6 +307,20 @@ class FakeBackend:
     def residual(self, tokens: TokenBatch, hook: str) -> FloatArray:
         """The residual at a hook (for tests and planting features)."""
         return self._run(tokens.ids, self.hook_layer(hook), ())
+
+
+def _row_edit(edit: Edit, row: int, batch: int, d_model: int) -> Edit:
+    """`edit` as it applies to prompt `row` alone (a per-row Replace keeps that row's vector)."""
+    if not isinstance(edit, Replace):
+        return edit
+    vec = np.asarray(edit.vector, dtype=np.float64)
+    if vec.ndim == 2:
+        if vec.shape != (batch, d_model):
+            raise DimensionMismatchError(
+                f"per-row Replace vector {vec.shape} != (prompts={batch}, {d_model})"
+            )
+        return Replace(vector=vec[row], positions=edit.positions, layer=edit.layer)
+    return edit
 
 
 class FakeCoder:
@@ -538,6 +579,42 @@ def check_backend(
     outs = backend.generate(["Once upon a time"], max_new_tokens=3)
     assert len(outs) == 1 and isinstance(outs[0], str)
     assert outs == backend.generate(["Once upon a time"], max_new_tokens=3), "greedy must repeat"
+    check_probe_and_row_replace(backend, tokens)
+
+
+def check_probe_and_row_replace(backend: Backend, tokens: TokenBatch, atol: float = 1e-4) -> None:
+    """`probe` returns `logits`'s logits and the residual entering the asked blocks, from one
+    pass; a per-row `Replace` vector patches each row with its own vector (row `i` equals a
+    single-vector Replace), in `logits`, `probe` and `generate`. Needs >= 2 tokens per row."""
+    batch, seq = tokens.shape
+    d, last = backend.d_model, backend.n_layers - 1
+    scale = max(1.0, float(np.abs(as_numpy(backend.logits(tokens))).max()))
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(batch, d)) * 4.0
+    patch = min(1, last)
+    edit = Replace(vector=vectors, positions=(1,), layer=patch)
+    want = as_numpy(backend.logits(tokens, [edit]))
+    logits, resid = backend.probe(tokens, [edit], layers=sorted({0, patch, last}))
+    assert set(resid) == {0, patch, last}, f"probe returned layers {sorted(resid)}"
+    assert np.allclose(as_numpy(logits), want, atol=atol * scale), "probe logits != logits"
+    for r in resid.values():
+        assert as_numpy(r).shape == (batch, seq, d), f"probe residual {as_numpy(r).shape}"
+    assert np.allclose(as_numpy(resid[patch])[:, 1], vectors, atol=atol), "resid misses the patch"
+    for i in range(batch):
+        single = as_numpy(backend.logits(tokens, [Replace(vectors[i], (1,), patch)]))[i]
+        assert np.allclose(single, want[i], atol=atol * scale), f"per-row Replace row {i} wrong"
+    bad = Replace(vector=np.zeros((batch + 1, d)), positions=(1,), layer=patch)
+    try:
+        backend.logits(tokens, [bad])
+    except (ValueError, DimensionMismatchError):
+        pass
+    else:
+        raise AssertionError("a per-row Replace with the wrong number of rows must raise")
+    prompts = ["Once upon a time", "Once upon a time"]
+    row_edit = Replace(vector=vectors[:1].repeat(2, axis=0), positions=(1,), layer=patch)
+    outs = backend.generate(prompts, [row_edit], max_new_tokens=3)
+    alone = backend.generate(prompts[:1], [Replace(vectors[0], (1,), patch)], max_new_tokens=3)
+    assert outs == alone * 2, f"per-row generation {outs} != single-vector generation {alone}"
 
 
 def check_provider(provider: Provider) -> None:
@@ -767,6 +844,34 @@ def check_backends_agree(
                 f"greedy generations under {kind}: {ref.name} {gen} != {other.name} {got}"
             )
 
+    # self-explanation's primitives: per-row Replace vectors, and `probe`'s residuals
+    rng = np.random.default_rng(11)
+    vectors = rng.normal(size=(batch, ref.d_model)) * 4.0
+    row_edit = Replace(vector=vectors, positions=(1,), layer=min(1, ref.n_layers - 1))
+    layers = sorted({0, ref.n_layers - 1})
+    want_logits, want_resid = ref.probe(tokens, [row_edit], layers=layers)
+    want_l = as_numpy(want_logits)
+    for other in others:
+        got_logits, got_resid = other.probe(tokens, [row_edit], layers=layers)
+        diff = float(np.abs(as_numpy(got_logits) - want_l)[mask].max())
+        record("probe[logits]", diff)
+        assert diff <= atol * max(1.0, float(np.abs(want_l[mask]).max())), (
+            f"probe logits differ between {ref.name} and {other.name} by {diff}"
+        )
+        for layer in layers:
+            w, g = as_numpy(want_resid[layer]), as_numpy(got_resid[layer])
+            diff = float(np.abs(w - g)[mask].max())
+            record("probe[resid]", diff)
+            assert diff <= atol * max(1.0, float(np.abs(w[mask]).max())), (
+                f"probe residual at layer {layer} differs between {ref.name} and {other.name}"
+            )
+    gen_vectors = rng.normal(size=(len(prompts), ref.d_model)) * 4.0
+    gen_edit = Replace(vector=gen_vectors, positions=(1,), layer=row_edit.layer)
+    gen = ref.generate(list(prompts), [gen_edit], max_new_tokens=max_new_tokens)
+    for other in others:
+        got = other.generate(list(prompts), [gen_edit], max_new_tokens=max_new_tokens)
+        assert got == gen, f"per-row Replace generations: {ref.name} {gen} != {other.name} {got}"
+
     for backend in backends:
         after = as_numpy(backend.logits(tokens))
         assert np.allclose(after[mask], base[mask], atol=atol), f"an edit leaked in {backend.name}"
@@ -793,4 +898,164 @@ def check_planted(
     assert expected, "no planted token occurs in the texts: the check is vacuous"
     assert fired == expected, (
         f"{backend.name}: fired {sorted(fired - expected)} extra, missed {sorted(expected - fired)}"
+    )
+
+
+# --- competent explainer double (issue 6: explainers) -------------------------------------------
+
+_HIGHLIGHT = re.compile(r"<<(.+?)>>", re.DOTALL)
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_TOKEN_LIST_LINE = re.compile(rf"\s*(?:{_JSON_STRING}\s*,\s*)+{_JSON_STRING}\s*")
+_ANSWER_FORMAT = re.compile(r'"([A-Z][A-Za-z ]{2,30}):\s*<')
+
+
+def _concept_key(text: str) -> str:
+    """Group surface variants of one word: case, edge punctuation, a plural -s."""
+    word = re.sub(r"^\W+|\W+$", "", text.strip().lower()) or text.strip()
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word
+
+
+def competent_explainer(request: ChatRequest) -> str:
+    """A `ScriptedProvider` responder that explains like a competent LLM.
+
+    It reads only the LAST user message (few-shot turns before it are examples, not evidence):
+    every `<<highlighted>>` span counts as one vote, and so does each of the first ten tokens of
+    the first token list (a line of comma-separated JSON strings; prompts list promoted tokens
+    first). Votes are grouped by word (case, punctuation and a plural -s ignored); the winner,
+    ties going to the first seen, is the concept. It answers in the format the prompt asks for:
+    the marker it names (`"Explanation: <...>"`), a short label when asked for 1 to 6 words,
+    and a line of reasoning first when asked to think step by step.
+    """
+    import json  # local: the module's import block is shared with other sections
+
+    users = [m.content for m in request.messages if m.role == "user"]
+    last = users[-1] if users else ""
+    system = "\n".join(m.content for m in request.messages if m.role == "system")
+    votes: dict[str, list[str]] = {}
+    for span in _HIGHLIGHT.findall(last):
+        votes.setdefault(_concept_key(span), []).append(span.strip())
+    for line in last.splitlines():
+        if _TOKEN_LIST_LINE.fullmatch(line):
+            for quoted in re.findall(_JSON_STRING, line)[:10]:
+                token = str(json.loads(quoted))
+                if token.strip():
+                    votes.setdefault(_concept_key(token), []).append(token.strip())
+            break
+    if not votes:
+        return "I could not find a pattern in this evidence."
+    key = max(votes, key=lambda k: len(votes[k]))  # max keeps the first of equal counts
+    forms = votes[key]
+    surface = max(dict.fromkeys(f.lower() for f in forms), key=[f.lower() for f in forms].count)
+    found = _ANSWER_FORMAT.search(system + "\n" + last)
+    marker = found.group(1) if found else "Explanation"
+    if re.search(r"\b1 to 6 words\b", system):
+        answer = surface
+    else:
+        answer = f'the word "{surface}" and its close variants'
+    lines = []
+    if "step by step" in system.lower():
+        total = sum(len(v) for v in votes.values())
+        lines.append(f'Most of the evidence ({len(forms)} of {total} items) is "{surface}".')
+    lines.append(f"{marker}: {answer}")
+    return "\n".join(lines)
+
+
+# --- competent scorer double (issue 6: scorers) -------------------------------------------------
+
+# Double, curly double, curly single quotes and backticks; not ' (it is also an apostrophe).
+_SCORER_QUOTES = re.compile(
+    r'"([^"]+)"|\u201c([^\u201d]+)\u201d|\u2018([^\u2019]+)\u2019|`([^`]+)`'
+)
+_SCORER_STOPWORDS = frozenset(
+    re.findall(
+        r"\w+",
+        "the a an and or of in on at to for with by from as is are be this that these those it "
+        "its word words token tokens latent feature neuron fires activates activating activation "
+        "text texts about mentions mention related relating containing contains like such when "
+        "where which who whose any all some more most very other only also not",
+    )
+)
+_SCORER_EXAMPLE = re.compile(r"^Example (\d+): ?(.*)$")
+_SCORER_NUMBERED = re.compile(r"^(\d+)\t(.*)$")
+_SCORER_ECHO = re.compile(r"^(.*)\tunknown$")
+_SCORER_MARK = re.compile(r"<<(.*?)>>")
+_SCORER_LP_TOKEN = re.compile(r"\d+|\s+|[^\d\s]+")
+
+
+def explanation_keywords(explanation: str) -> list[str]:
+    """What a careful reader would look for: the quoted words of an explanation (`the word
+    "cat"` -> `cat`), else its content words."""
+    quoted = [next(g for g in m.groups() if g) for m in _SCORER_QUOTES.finditer(explanation)]
+    if quoted:
+        return [q.strip().lower() for q in quoted if q.strip()]
+    words = re.findall(r"[A-Za-z0-9]+", explanation)
+    return [w.lower() for w in words if len(w) > 2 and w.lower() not in _SCORER_STOPWORDS]
+
+
+def _scorer_mentions(text: str, keywords: Sequence[str]) -> bool:
+    return any(
+        re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", text, re.IGNORECASE)
+        for k in keywords
+    )
+
+
+def competent_scorer(request: ChatRequest) -> str:
+    """A `ScriptedProvider` responder that answers the bundled scorer prompts like a competent
+    LLM: it reads the `Description:` line and judges each item by the explanation's keywords
+    (`explanation_keywords`), never by the truth.
+
+    - detection (`Example k: text` lines): 1 where the text mentions a keyword;
+    - fuzzing (lines with `<<marks>>`): 1 where every mark mentions a keyword;
+    - simulation (`k<TAB>token` lines): `k<TAB>10` on tokens that mention a keyword, else 0;
+    - simulation echo (`token<TAB>unknown` lines): the token copied, a tab, 10 or 0.
+
+    Detection and fuzzing answers are lists like `[1, 0, 0, 1, 0]`.
+    """
+    user = next(m.content for m in reversed(request.messages) if m.role == "user")
+    lines = user.splitlines()
+    described = next((ln.split(":", 1)[1] for ln in lines if ln.startswith("Description:")), "")
+    keywords = explanation_keywords(described)
+    echo = [m.group(1) for ln in lines if (m := _SCORER_ECHO.match(ln))]
+    numbered = [(m.group(1), m.group(2)) for ln in lines if (m := _SCORER_NUMBERED.match(ln))]
+    if echo and len(echo) >= len(numbered):  # a token may itself be a number or "unknown"
+        return "\n".join(f"{t}\t{10 if _scorer_mentions(t, keywords) else 0}" for t in echo)
+    if numbered:
+        return "\n".join(f"{k}\t{10 if _scorer_mentions(t, keywords) else 0}" for k, t in numbered)
+    answers = []
+    for ln in lines:
+        m = _SCORER_EXAMPLE.match(ln)
+        if m is None:
+            continue
+        text = m.group(2)
+        spans = _SCORER_MARK.findall(text)
+        if "<<" in text:
+            answers.append(int(bool(spans) and all(_scorer_mentions(s, keywords) for s in spans)))
+        else:
+            answers.append(int(_scorer_mentions(text, keywords)))
+    return "[" + ", ".join(map(str, answers)) + "]"
+
+
+def competent_logprobs(request: ChatRequest, text: str) -> list[TokenLogprob]:
+    """Logprobs for `competent_scorer`'s answers: numbers are single tokens; an answer value v
+    in 0..10 gets probability 0.8 and its neighbours v-1 and v+1 share the rest, so P(1) is
+    about 0.89 where the answer is 1 and 0.2 where it is 0 (a confident, calibrated reader)."""
+    out = []
+    for tok in _SCORER_LP_TOKEN.findall(text):
+        top: tuple[tuple[str, float], ...] = ()
+        logprob = 0.0
+        if tok.isdigit() and int(tok) <= 10:
+            v = int(tok)
+            others = [u for u in (v - 1, v + 1) if 0 <= u <= 10]
+            logprob = float(np.log(0.8))
+            top = ((tok, logprob), *((str(u), float(np.log(0.2 / len(others)))) for u in others))
+        out.append(TokenLogprob(token=tok, logprob=logprob, top=top))
+    return out
+
+
+def competent_scorer_provider(*, logprobs: bool = True, **kwargs: Any) -> ScriptedProvider:
+    """A ScriptedProvider answering with `competent_scorer` (and `competent_logprobs`)."""
+    return ScriptedProvider(
+        competent_scorer, logprobs=competent_logprobs if logprobs else None, **kwargs
     )

@@ -437,3 +437,19 @@ async def test_api_keys_never_in_logs_caches_or_errors(monkeypatch, tmp_path, ca
         for secret in leaked:
             assert secret not in text
     assert "***" in str(info.value)
+
+
+def test_check_ready_names_the_missing_key(monkeypatch):
+    from saexplain_litellm.litellm_provider import LiteLLMProvider
+
+    from saexplain.errors import ProviderAuthError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    provider = LiteLLMProvider("gpt-4o-mini")
+    with pytest.raises(ProviderAuthError, match="OPENAI_API_KEY"):
+        provider.check_ready()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    provider.check_ready()
+    assert LiteLLMProvider("gpt-4o-mini", api_key_env="MY_KEY").estimate_cost(1000, 100) > 0
+    with pytest.raises(ProviderAuthError, match="MY_KEY"):
+        LiteLLMProvider("gpt-4o-mini", api_key_env="MY_KEY").check_ready()

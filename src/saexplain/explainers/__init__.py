@@ -8,7 +8,13 @@ import importlib
 from saexplain.hookspecs import Register, hookimpl
 
 # Modules that each define `register(register)`, imported only when the registry is first used.
-METHOD_MODULES: tuple[str, ...] = ()
+METHOD_MODULES: tuple[str, ...] = (
+    "saexplain.explainers.maxact",
+    "saexplain.explainers.vocabproj",
+    "saexplain.explainers.tokenchange",
+    "saexplain.explainers.ensemble",
+    "saexplain.explainers.selfexplain",
+)
 
 
 @hookimpl

@@ -8,7 +8,11 @@ import importlib
 from saexplain.hookspecs import Register, hookimpl
 
 # Modules that each define `register(register)`, imported only when the registry is first used.
-METHOD_MODULES: tuple[str, ...] = ()
+METHOD_MODULES: tuple[str, ...] = (
+    "saexplain.scorers.detection",
+    "saexplain.scorers.fuzzing",
+    "saexplain.scorers.simulation",
+)
 
 
 @hookimpl

@@ -264,6 +264,32 @@ class LiteLLMProvider(BaseProvider):
             out["mock"] = repr(self.mock_response)
         return out
 
+    def check_ready(self) -> None:
+        """Raise before any work when the model's API key is missing from the environment."""
+        if self._api_key or self.mock_response is not None:
+            return
+        if self.api_key_env:
+            missing = [] if os.environ.get(self.api_key_env) else [self.api_key_env]
+        elif self.api_base:
+            return  # a self-hosted server (vLLM, Ollama) often needs no key
+        else:
+            missing = missing_key_variables(self.model)
+        if missing:
+            raise ProviderAuthError(
+                f"model {self.model!r} needs {' and '.join(missing)} in the environment "
+                "(or api_key / api_key_env in the provider settings)",
+                model=self.model,
+            )
+
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars for that many tokens, from litellm's price table; None if unknown."""
+        from saexplain_litellm.accounting import price_per_token
+
+        prices = price_per_token(self.model)
+        if prices is None:
+            return None
+        return prompt_tokens * prices[0] + completion_tokens * prices[1]
+
     def _key(self) -> str | None:
         if self._api_key:
             return self._api_key

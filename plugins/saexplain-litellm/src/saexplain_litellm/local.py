@@ -365,6 +365,10 @@ class LocalProvider(BaseProvider):
     def cache_params(self) -> dict[str, Any]:
         return {"dtype": self.engine.dtype}
 
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """In-process models cost no money (only time)."""
+        return 0.0
+
     async def load(self) -> None:
         """Load (and on first use, dequantize) the model now rather than at the first call."""
         await asyncio.to_thread(self.engine.load)

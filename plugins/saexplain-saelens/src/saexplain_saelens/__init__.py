@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from saexplain import hookimpl
+from saexplain.hookspecs import Register
 
 if TYPE_CHECKING:
     from saexplain_saelens.coders import Neurons, SAELensCoder, as_coder
 
-__all__ = ["Neurons", "SAELensCoder", "as_coder", "detect_backend"]
+__all__ = ["Neurons", "SAELensCoder", "as_coder", "detect_backend", "register_coders"]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,3 +34,16 @@ def detect_backend(model: object) -> str | None:
         if cls.__module__.startswith("sae_lens") and cls.__name__ == "HookedSAETransformer":
             return "transformerlens"
     return None
+
+
+@hookimpl
+def register_coders(register: Register) -> None:
+    from saexplain_saelens import sources
+
+    register(
+        "saelens",
+        sources.saelens_coder,
+        description="SAELens SAE: '<release>/<sae_id>', a local SAE folder, or an SAE object",
+    )
+    register("neurons", sources.neurons_coder, description="MLP neurons: 'blocks.L.mlp.hook_post'")
+    register("demo", sources.demo_coder, description="the demo's SAE on SmolLM2 (cached)")

@@ -164,8 +164,22 @@ class TorchBackend(ABC):
         if positions is not None and any(not -seq <= p < seq for p in positions):
             raise ConfigError(f"{what}: positions {positions} outside a sequence of {seq} tokens")
 
-    def _edit_hooks(self, edits: Sequence[Edit], seq: int) -> Hooks:
-        """Validate `edits` and turn them into hook functions (no model work happens here)."""
+    def _replace_vector(self, value: Any, batch: int | None) -> torch.Tensor:
+        """A Replace vector: (d_model,) for every row, or (batch, d_model), one per row."""
+        vec = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        if vec.ndim == 2 and batch is not None and vec.shape == (batch, self.d_model):
+            return vec.to(device=self.device, dtype=self.dtype)
+        if vec.shape != (self.d_model,):
+            raise DimensionMismatchError(
+                f"Replace vector has shape {tuple(vec.shape)}, expected ({self.d_model},) or "
+                f"(batch={batch}, {self.d_model})"
+            )
+        return vec.to(device=self.device, dtype=self.dtype)
+
+    def _edit_hooks(self, edits: Sequence[Edit], seq: int, batch: int | None = None) -> Hooks:
+        """Validate `edits` and turn them into hook functions (no model work happens here).
+
+        `batch` is the number of rows, which a per-row Replace vector must match."""
         hooks: Hooks = {}
 
         def add(site: HookSite, fn: HookFn) -> None:
@@ -193,7 +207,7 @@ class TorchBackend(ABC):
             elif isinstance(edit, Replace):
                 if not 0 <= edit.layer < self.n_layers:
                     raise ConfigError(f"Replace layer {edit.layer} not in [0, {self.n_layers})")
-                vec = self._vector(edit.vector, self.d_model, "Replace vector")
+                vec = self._replace_vector(edit.vector, batch)
                 self._check_positions(edit.positions, seq, "Replace")
                 add(self.site(f"blocks.{edit.layer}.hook_resid_pre"), self._replace_fn(vec, edit))
             else:
@@ -241,9 +255,11 @@ class TorchBackend(ABC):
     def _replace_fn(vec: torch.Tensor, edit: Replace) -> HookFn:
         pos = list(edit.positions)
 
+        value = vec if vec.ndim == 1 else vec[:, None, :]  # one vector per row
+
         def fn(x: torch.Tensor) -> torch.Tensor:
             x = x.clone()
-            x[:, pos] = vec
+            x[:, pos] = value
             return x
 
         return fn
@@ -323,10 +339,53 @@ class TorchBackend(ABC):
     @torch.no_grad()
     def logits(self, tokens: TokenBatch, edits: Sequence[Edit] = ()) -> torch.Tensor:
         ids = self._ids(tokens)
-        hooks = self._edit_hooks(edits, ids.shape[1])
+        hooks = self._edit_hooks(edits, ids.shape[1], ids.shape[0])
         out = self._forward(ids, hooks, None)
         assert out is not None
         return out.detach()
+
+    @torch.no_grad()
+    def probe(
+        self, tokens: TokenBatch, edits: Sequence[Edit] = (), *, layers: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Final logits and the residual entering each block in `layers`, from one edited pass
+        (captured after the edits at `blocks.L.hook_resid_pre`)."""
+        ids = self._ids(tokens)
+        hooks = self._edit_hooks(edits, ids.shape[1], ids.shape[0])
+        captured: dict[int, torch.Tensor] = {}
+        for layer in layers:
+            if not 0 <= layer < self.n_layers:
+                raise ConfigError(f"probe layer {layer} not in [0, {self.n_layers})")
+            site = self.site(f"blocks.{layer}.hook_resid_pre")
+            hooks.setdefault(site, []).append(self._store_fn(captured, layer))  # after edits
+        out = self._forward(ids, hooks, None)
+        assert out is not None
+        missing = set(layers) - set(captured)
+        if missing:
+            raise RuntimeError(f"{self.name}: probe hooks at layers {sorted(missing)} never ran")
+        return out.detach(), {layer: captured[layer] for layer in layers}
+
+    @staticmethod
+    def _store_fn(captured: dict[int, torch.Tensor], layer: int) -> HookFn:
+        def fn(x: torch.Tensor) -> None:
+            captured[layer] = x.detach().clone()
+
+        return fn
+
+    def chat_prompt(self, messages: Sequence[Any], prefill: str = "") -> str | None:
+        """`messages` (objects with `role` and `content`) in the tokenizer's chat template, with
+        the assistant's answer opened and `prefill` appended; None when the tokenizer has no chat
+        template. A leading BOS text is dropped: `tokenize` prepends BOS itself."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+        turns = [{"role": m.role, "content": m.content} for m in messages]
+        text = str(
+            self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        )
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and self.bos_token_id is not None and text.startswith(bos):
+            text = text[len(bos) :]
+        return text + prefill
 
     @torch.no_grad()
     def generate(
@@ -350,7 +409,7 @@ class TorchBackend(ABC):
         lengths = [len(r) for r in rows]
         if min(lengths) == 0:
             raise EmptyDatasetError("a prompt has no tokens")
-        hooks_check = self._edit_hooks(edits, min(lengths))
+        hooks_check = self._edit_hooks(edits, min(lengths), len(rows))
         del hooks_check  # validated before any model work
         generator = torch.Generator(device="cpu")
         if seed is not None:
@@ -365,7 +424,7 @@ class TorchBackend(ABC):
             seq = int(current.max())
             batch = ids[:, :seq].to(self.device)
             with torch.no_grad():
-                logits = self._forward(batch, self._edit_hooks(edits, seq), None)
+                logits = self._forward(batch, self._edit_hooks(edits, seq, len(rows)), None)
             assert logits is not None
             last = logits[arange, current - 1].float().cpu()
             if temperature > 0:

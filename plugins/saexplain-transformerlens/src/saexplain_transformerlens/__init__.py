@@ -15,9 +15,15 @@ _CLASSES = {"HookedTransformer"}  # TransformerBridge: not yet verified
 
 
 def make_backend(model: Any, **settings: Any) -> Any:
-    """Backend factory: `model` is a HookedTransformer or HookedSAETransformer."""
+    """Backend factory: a HookedTransformer or HookedSAETransformer, or a model name that
+    `HookedSAETransformer.from_pretrained` knows."""
     from saexplain_transformerlens.backend import TransformerLensBackend
 
+    if isinstance(model, str):
+        from sae_lens import HookedSAETransformer
+
+        settings.setdefault("model_id", model)
+        model = HookedSAETransformer.from_pretrained(model)
     return TransformerLensBackend(model, **settings)
 
 

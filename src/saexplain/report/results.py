@@ -1,0 +1,404 @@
+"""A run's results, read from a run directory or built from in-memory lists.
+
+    results = RunResults.load("runs/demo")       # tolerant of a run still in progress
+    results[12].explanation("maxact")            # per-latent access
+    results.table()                              # one dict per latent
+    results.to_dataframe()                       # needs pandas
+    results.summary()                            # per-method statistics (see summary.py)
+
+Run directory files (any may be missing): `config.json`, `manifest.json`, `records.jsonl`,
+`latents.jsonl`, `explanations.jsonl`, `scores.jsonl`. The JSONL files are append-only: when a
+key appears twice the last line wins. A last line that does not parse (a crash mid-write) is
+skipped with a `TruncatedLineWarning`; a bad line anywhere else is corruption and raises
+`RunFormatError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from saexplain.errors import SaexplainError
+from saexplain.models import Explanation, LatentRecord, LatentRef, LatentStats, Score, Status
+
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
+RECORDS_FILE = "records.jsonl"
+LATENTS_FILE = "latents.jsonl"
+EXPLANATIONS_FILE = "explanations.jsonl"
+SCORES_FILE = "scores.jsonl"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+
+LatentKey = tuple[str, str, int]  # (coder_id, hook, index): unique across coders
+M = TypeVar("M", bound=BaseModel)
+
+
+class RunFormatError(SaexplainError, ValueError):
+    """A run directory file is corrupt (a bad line that is not a truncated last line)."""
+
+
+class TruncatedLineWarning(UserWarning):
+    """The last line of a JSONL file did not parse (a write interrupted by a crash); skipped."""
+
+
+def latent_key(ref: LatentRef) -> LatentKey:
+    return (ref.coder_id, ref.hook, ref.index)
+
+
+_ENTRY_FIELDS = ("latent", "status", "reason", "stats")
+
+
+@dataclass(frozen=True)
+class LatentEntry:
+    """One line of `latents.jsonl`: a selected latent's fate (ok, skipped, dead, ...)."""
+
+    latent: LatentRef
+    status: str
+    reason: str | None = None
+    stats: LatentStats | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # other fields (count, n_windows...)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LatentEntry:
+        stats = data.get("stats")
+        reason = data.get("reason")
+        return cls(
+            latent=LatentRef.model_validate(data["latent"]),
+            status=str(data.get("status", "ok")),
+            reason=None if reason is None else str(reason),
+            stats=None if stats is None else LatentStats.model_validate(stats),
+            extra={k: v for k, v in data.items() if k not in _ENTRY_FIELDS},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "latent": self.latent.model_dump(mode="json"),
+            "status": self.status,
+            "reason": self.reason,
+            "stats": None if self.stats is None else self.stats.model_dump(mode="json"),
+            **self.extra,
+        }
+
+
+def valid_value(score: Score) -> float | None:
+    """A score's headline value if it counts as an answer: status ok and a finite number."""
+    if score.status is not Status.OK or score.value is None or not math.isfinite(score.value):
+        return None
+    return float(score.value)
+
+
+@dataclass(frozen=True)
+class LatentResult:
+    """Everything known about one latent in a run."""
+
+    latent: LatentRef
+    status: str | None = None  # from latents.jsonl; None when the run did not record it
+    reason: str | None = None
+    stats: LatentStats | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)  # latents.jsonl's other fields
+    record: LatentRecord | None = None
+    explanations: Mapping[str, Explanation] = field(default_factory=dict)  # by explainer
+    scores: Mapping[tuple[str, str], Score] = field(default_factory=dict)  # (explainer, scorer)
+
+    @property
+    def index(self) -> int:
+        return self.latent.index
+
+    def explanation(self, explainer: str) -> str | None:
+        """The explanation text of an explainer, or None when it is missing or failed."""
+        exp = self.explanations.get(explainer)
+        return exp.text if exp is not None and exp.status is Status.OK else None
+
+    def score(self, explainer: str, scorer: str) -> float | None:
+        """A scorer's headline value for an explainer's explanation (None: missing or error)."""
+        s = self.scores.get((explainer, scorer))
+        return None if s is None else valid_value(s)
+
+
+def read_jsonl(path: Path, parse: Any, *, warn: list[str] | None = None) -> Iterator[Any]:
+    """Parse each non-empty line with `parse(dict)`; tolerate a broken last line."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").split("\n")
+    # index of the last non-empty line: the only one a crash mid-append can leave broken
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            value = parse(json.loads(line))
+        except (json.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
+            if i == last:
+                message = f"{path}: skipped unreadable last line {i + 1} ({type(exc).__name__})"
+                warnings.warn(message, TruncatedLineWarning, stacklevel=3)
+                if warn is not None:
+                    warn.append(message)
+                continue
+            raise RunFormatError(f"{path}:{i + 1}: {exc}") from exc
+        yield value
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunFormatError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RunFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _as_dict(value: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, BaseModel):
+        dumped: dict[str, Any] = value.model_dump(mode="json")
+        return dumped
+    return dict(value)
+
+
+def _model(cls: type[M]) -> Any:
+    return cls.model_validate
+
+
+def _names_in_order(configured: Iterable[str], seen: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys([*configured, *seen]))  # first occurrence wins, order kept
+
+
+def _configured(config: Mapping[str, Any], key: str) -> list[str]:
+    specs = config.get(key) or []
+    if isinstance(specs, str | dict):
+        specs = [specs]
+    names = []
+    for spec in specs:
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        if isinstance(name, str):
+            names.append(name)
+    return names
+
+
+class RunResults:
+    """The results of one run: latents, records, explanations and scores, keyed and de-duplicated.
+
+    Duplicates resolve as on disk: the last explanation per (latent, explainer), the last score
+    per (latent, scorer, explainer), the last record and latents.jsonl entry per latent win.
+    """
+
+    def __init__(
+        self,
+        *,
+        records: Iterable[LatentRecord] = (),
+        explanations: Iterable[Explanation] = (),
+        scores: Iterable[Score] = (),
+        latents: Iterable[LatentEntry | Mapping[str, Any]] = (),
+        config: Mapping[str, Any] | BaseModel | None = None,
+        manifest: Mapping[str, Any] | BaseModel | None = None,
+        run_dir: str | Path | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.config: dict[str, Any] = _as_dict(config)
+        self.manifest: dict[str, Any] = _as_dict(manifest)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.notes: list[str] = list(notes)  # problems met while loading (skipped lines)
+        self._entries: dict[LatentKey, LatentEntry] = {}
+        for entry in latents:
+            e = entry if isinstance(entry, LatentEntry) else LatentEntry.from_json(entry)
+            self._entries[latent_key(e.latent)] = e
+        self._records: dict[LatentKey, LatentRecord] = {latent_key(r.latent): r for r in records}
+        self._explanations: dict[LatentKey, dict[str, Explanation]] = {}
+        for exp in explanations:
+            self._explanations.setdefault(latent_key(exp.latent), {})[exp.explainer] = exp
+        self._scores: dict[LatentKey, dict[tuple[str, str], Score]] = {}
+        for s in scores:
+            self._scores.setdefault(latent_key(s.latent), {})[(s.explainer, s.scorer)] = s
+        self._refs: dict[LatentKey, LatentRef] = {}
+        # order: the pipeline's selection order, then anything else in order of appearance
+        for key, entry in self._entries.items():
+            self._refs[key] = entry.latent
+        for source in (self._records, self._explanations, self._scores):
+            for key in source:
+                if key not in self._refs:
+                    self._refs[key] = LatentRef(coder_id=key[0], hook=key[1], index=key[2])
+
+    # --- loading ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunResults:
+        """Read a run directory; missing files are empty, a truncated last line is skipped."""
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"run directory not found: {path}")
+        notes: list[str] = []
+        return cls(
+            records=list(read_jsonl(path / RECORDS_FILE, _model(LatentRecord), warn=notes)),
+            explanations=list(
+                read_jsonl(path / EXPLANATIONS_FILE, _model(Explanation), warn=notes)
+            ),
+            scores=list(read_jsonl(path / SCORES_FILE, _model(Score), warn=notes)),
+            latents=list(read_jsonl(path / LATENTS_FILE, LatentEntry.from_json, warn=notes)),
+            config=_read_json(path / CONFIG_FILE),
+            manifest=_read_json(path / MANIFEST_FILE),
+            run_dir=path,
+            notes=notes,
+        )
+
+    # --- access -----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The run directory these results were loaded from."""
+        if self.run_dir is None:
+            raise ValueError("these results were built in memory and have no run directory")
+        return self.run_dir
+
+    @property
+    def latents(self) -> list[LatentRef]:
+        return list(self._refs.values())
+
+    @property
+    def explainers(self) -> list[str]:
+        """Explainer names: the configured order first, then any others found."""
+        seen = dict.fromkeys(name for per in self._explanations.values() for name in per)
+        seen |= dict.fromkeys(e for per in self._scores.values() for (e, _) in per)
+        return _names_in_order(_configured(self.config, "explainers"), seen)
+
+    @property
+    def scorers(self) -> list[str]:
+        seen = dict.fromkeys(s for per in self._scores.values() for (_, s) in per)
+        return _names_in_order(_configured(self.config, "scorers"), seen)
+
+    @property
+    def methods(self) -> list[tuple[str, str]]:
+        """(explainer, scorer) pairs that have at least one score, in configured order."""
+        present = {pair for per in self._scores.values() for pair in per}
+        return [(e, s) for e in self.explainers for s in self.scorers if (e, s) in present]
+
+    @property
+    def explanations(self) -> list[Explanation]:
+        return [e for per in self._explanations.values() for e in per.values()]
+
+    @property
+    def scores(self) -> list[Score]:
+        return [s for per in self._scores.values() for s in per.values()]
+
+    @property
+    def records(self) -> list[LatentRecord]:
+        return list(self._records.values())
+
+    @property
+    def seed(self) -> int:
+        for source in (self.manifest, self.config):
+            value = source.get("seed")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return 0
+
+    def result(self, latent: LatentRef | LatentKey) -> LatentResult:
+        key = latent_key(latent) if isinstance(latent, LatentRef) else latent
+        if key not in self._refs:
+            raise KeyError(f"latent {key} is not in this run")
+        entry = self._entries.get(key)
+        record = self._records.get(key)
+        stats = entry.stats if entry is not None and entry.stats is not None else None
+        if stats is None and record is not None:
+            stats = record.stats
+        return LatentResult(
+            latent=self._refs[key],
+            status=None if entry is None else entry.status,
+            reason=None if entry is None else entry.reason,
+            stats=stats,
+            info={} if entry is None else dict(entry.extra),
+            record=record,
+            explanations=dict(self._explanations.get(key, {})),
+            scores=dict(self._scores.get(key, {})),
+        )
+
+    def __getitem__(self, item: int | str | LatentRef) -> LatentResult:
+        """By latent index (when unique across coders), `LatentRef`, or key `<hook>_latent<i>`."""
+        if isinstance(item, LatentRef):
+            return self.result(item)
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise TypeError(f"index results by int, str or LatentRef, not {type(item).__name__}")
+        if isinstance(item, int):
+            matches = [k for k in self._refs if k[2] == item]
+        else:
+            matches = [k for k, ref in self._refs.items() if ref.key == item or str(ref) == item]
+        if not matches:
+            raise KeyError(f"latent {item!r} is not in this run")
+        if len(matches) > 1:
+            options = ", ".join(str(self._refs[k]) for k in matches)
+            raise KeyError(f"latent {item!r} is ambiguous ({options}); index by LatentRef")
+        return self.result(matches[0])
+
+    def __iter__(self) -> Iterator[LatentResult]:
+        for key in self._refs:
+            yield self.result(key)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    # --- views ------------------------------------------------------------------------------
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per latent: coder, hook, latent index, status, each explainer's text
+        (column named after the explainer) and each `explainer/scorer` value (None: missing
+        or error)."""
+        explainers, methods = self.explainers, self.methods
+        rows = []
+        for res in self:
+            row: dict[str, Any] = {
+                "coder": res.latent.coder_id,
+                "hook": res.latent.hook,
+                "latent": res.latent.index,
+                "status": res.status,
+            }
+            for name in explainers:
+                row[name] = res.explanation(name)
+            for e, s in methods:
+                row[f"{e}/{s}"] = res.score(e, s)
+            rows.append(row)
+        return rows
+
+    def to_dataframe(self) -> Any:
+        """The `table()` rows as a pandas DataFrame (pandas is optional: `pip install pandas`)."""
+        try:
+            pd = importlib.import_module("pandas")  # optional dependency, imported on use
+        except ImportError as exc:
+            raise ImportError(
+                "RunResults.to_dataframe needs pandas; install it with `pip install pandas`"
+            ) from exc
+        rows = self.table()
+        columns = ["coder", "hook", "latent", "status", *self.explainers]
+        columns += [f"{e}/{s}" for e, s in self.methods]
+        return pd.DataFrame(rows, columns=columns)
+
+    def summary(self, *, n_resamples: int = 2000, seed: int | None = None) -> dict[str, Any]:
+        """Per-method statistics (see `saexplain.report.summary.summarize`)."""
+        from saexplain.report.summary import summarize
+
+        return summarize(self, n_resamples=n_resamples, seed=seed)
+
+    def _repr_html_(self) -> str:
+        from saexplain.report.html import results_table_html
+
+        return results_table_html(self, max_rows=50)
+
+    def __repr__(self) -> str:
+        from saexplain.report.table import format_table
+
+        head = (
+            f"RunResults({len(self)} latents; explainers: {', '.join(self.explainers) or '-'}; "
+            f"scorers: {', '.join(self.scorers) or '-'})"
+        )
+        return f"{head}\n{format_table(self, width=100, max_rows=20, summary=False)}"

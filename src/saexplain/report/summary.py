@@ -1,0 +1,166 @@
+"""Per-method summary statistics of a run, written to `summary.json`.
+
+For every (explainer, scorer) pair: the number of valid scores `n`, the median and interquartile
+range (numpy's default linear-interpolation percentiles), the mean with a seeded percentile
+bootstrap 95% interval, the error rate, and the tokens and cost the scorer spent. For every
+explainer: how many explanations failed, and its tokens and cost.
+
+A score counts as an error when its status is not ok or its value is None or not finite; errors
+are counted in `error_rate = n_errors / n_total` and excluded from every statistic, never averaged
+in as a number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saexplain.models import Status, Usage
+from saexplain.report._io import atomic_write_text
+from saexplain.report.results import SUMMARY_FILE, RunResults, valid_value
+
+SUMMARY_FORMAT = 1
+_CHUNK = 4_000_000  # bootstrap draws per chunk: bounds memory for large runs
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean (resampling with replacement); None if empty."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be at least 1")
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be in (0, 1)")
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _CHUNK // x.size)
+    means = np.empty(n_resamples, dtype=np.float64)
+    done = 0
+    while done < n_resamples:
+        k = min(per_chunk, n_resamples - done)
+        idx = rng.integers(0, x.size, size=(k, x.size))
+        means[done : done + k] = x[idx].mean(axis=1)
+        done += k
+    alpha = (1 - confidence) / 2
+    lo, hi = np.clip(np.quantile(means, [alpha, 1 - alpha]), x.min(), x.max())  # float rounding
+    return float(lo), float(hi)
+
+
+def describe(values: Sequence[float], *, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """n, median, q25, q75, iqr, mean, mean_ci95, std, min, max of finite values (None if empty)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        keys = ("median", "q25", "q75", "iqr", "mean", "mean_ci95", "std", "min", "max")
+        return {"n": 0, **dict.fromkeys(keys)}
+    q25, median, q75 = (float(v) for v in np.percentile(x, [25, 50, 75]))
+    ci = bootstrap_mean_ci(x.tolist(), n_resamples=n_resamples, seed=seed)
+    return {
+        "n": int(x.size),
+        "median": median,
+        "q25": q25,
+        "q75": q75,
+        "iqr": q75 - q25,
+        "mean": float(x.mean()),
+        "mean_ci95": None if ci is None else list(ci),
+        "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "min": float(x.min()),
+        "max": float(x.max()),
+    }
+
+
+def usage_dict(usages: Iterable[Usage]) -> dict[str, Any]:
+    total = sum(usages, Usage())
+    return {
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
+        "total_tokens": total.total_tokens,
+        "cost_usd": total.cost_usd,
+        "calls": total.calls,
+        "cached_calls": total.cached_calls,
+    }
+
+
+def summarize(
+    results: RunResults, *, n_resamples: int = 2000, seed: int | None = None
+) -> dict[str, Any]:
+    """The summary dict (the content of `summary.json`); `seed` defaults to the run's seed."""
+    from saexplain import __version__
+
+    seed = results.seed if seed is None else seed
+    by_status = Counter(res.status or "unknown" for res in results)
+
+    all_exps, all_scores = results.explanations, results.scores
+    explainers: dict[str, Any] = {}
+    for name in results.explainers:
+        exps = [e for e in all_exps if e.explainer == name]
+        n_err = sum(e.status is not Status.OK for e in exps)
+        explainers[name] = {
+            "n_total": len(exps),
+            "n_ok": len(exps) - n_err,
+            "n_errors": n_err,
+            "error_rate": n_err / len(exps) if exps else None,
+            "usage": usage_dict(e.usage for e in exps),
+        }
+
+    methods: dict[str, Any] = {}
+    for explainer, scorer in results.methods:
+        scores = [s for s in all_scores if s.explainer == explainer and s.scorer == scorer]
+        values = [v for v in (valid_value(s) for s in scores) if v is not None]
+        n_err = len(scores) - len(values)
+        methods[f"{explainer}/{scorer}"] = {
+            "explainer": explainer,
+            "scorer": scorer,
+            "n_total": len(scores),
+            "n_errors": n_err,
+            "error_rate": n_err / len(scores) if scores else None,
+            **describe(values, n_resamples=n_resamples, seed=seed),
+            # answers inside otherwise valid scores that errored (excluded by the scorer)
+            "prediction_errors": sum(s.n_errors for s in scores),
+            "usage": usage_dict(s.usage for s in scores),
+        }
+
+    exp_usage = usage_dict(e.usage for e in all_exps)
+    score_usage = usage_dict(s.usage for s in all_scores)
+    total = usage_dict([*(e.usage for e in all_exps), *(s.usage for s in all_scores)])
+    return {
+        "format": SUMMARY_FORMAT,
+        "saexplain_version": __version__,
+        "run": {
+            "saexplain_version": results.manifest.get("saexplain_version"),
+            "seed": seed,
+            "model": results.manifest.get("model", results.config.get("model")),
+            "coder": results.manifest.get("coder", results.config.get("coder")),
+        },
+        "latents": {"n": len(results), "by_status": dict(sorted(by_status.items()))},
+        "explainers": explainers,
+        "methods": methods,
+        "usage": {"explanations": exp_usage, "scores": score_usage, "total": total},
+        "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
+    }
+
+
+def write_summary(
+    run_dir: str | Path,
+    *,
+    results: RunResults | None = None,
+    n_resamples: int = 2000,
+    seed: int | None = None,
+) -> Path:
+    """Write `run_dir/summary.json` atomically (temp file + os.replace); return its path."""
+    run_dir = Path(run_dir)
+    if results is None:
+        results = RunResults.load(run_dir)
+    data = summarize(results, n_resamples=n_resamples, seed=seed)
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return atomic_write_text(run_dir / SUMMARY_FILE, text)

@@ -1,0 +1,124 @@
+"""A plain-text table of a run for the terminal (`saexplain show RUN`).
+
+One row per latent. Each explainer gets a text column followed by one column per scorer that
+scored it; a two-line header names the explainer over its group and the scorers below. Texts are
+cut with "..." to fit `width` (the terminal's width by default); missing values are "-", scores
+that errored are "err".
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from saexplain.models import Status
+from saexplain.report.results import LatentResult, RunResults, valid_value
+
+MIN_TEXT = 12  # narrowest explanation column
+SEP = "  "
+
+
+def _fit(text: str, width: int) -> str:
+    text = " ".join(text.split())  # newlines and runs of spaces collapse to one space
+    if len(text) <= width:
+        return text.ljust(width)
+    if width <= 3:
+        return text[:width]
+    return text[: width - 3] + "..."
+
+
+def _score_cell(res: LatentResult, explainer: str, scorer: str) -> str:
+    s = res.scores.get((explainer, scorer))
+    if s is None:
+        return "-"
+    value = valid_value(s)
+    return "err" if value is None else f"{value:.2f}"
+
+
+def _text_cell(res: LatentResult, explainer: str, first: bool) -> str:
+    exp = res.explanations.get(explainer)
+    if exp is not None:
+        return exp.text if exp.status is Status.OK else f"({exp.status.value}: {exp.error})"
+    if first and res.status not in (None, "ok"):
+        return f"({res.status}{': ' + res.reason if res.reason else ''})"
+    return "-"
+
+
+def format_table(
+    results: RunResults,
+    width: int | None = None,
+    *,
+    max_rows: int | None = None,
+    summary: bool = True,
+) -> str:
+    """The run as a text table at most `width` characters wide (as far as the columns allow)."""
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    explainers = results.explainers
+    methods = results.methods
+    multi_coder = len({ref.coder_id for ref in results.latents}) > 1
+    rows = list(results)
+    shown = rows if max_rows is None else rows[:max_rows]
+
+    def latent_label(res: LatentResult) -> str:
+        ref = res.latent
+        return f"{ref.coder_id}:{ref.index}" if multi_coder else str(ref.index)
+
+    lat_w = max([len("latent"), *(len(latent_label(r)) for r in shown)])
+    groups: list[tuple[str, list[str]]] = []
+    for e in explainers:
+        groups.append((e, [s for ex, s in methods if ex == e]))
+    score_w = {s: max(4, min(len(s), 10)) for _, ss in groups for s in ss}
+    fixed = lat_w + sum(len(SEP) + score_w[s] for _, ss in groups for s in ss)
+    fixed += len(SEP) * len(groups)
+    text_w = max(MIN_TEXT, (width - fixed) // max(1, len(groups))) if groups else 0
+
+    # header: explainer names over their groups, then column names
+    top = ["".ljust(lat_w)]
+    sub = ["latent".ljust(lat_w)]
+    for e, ss in groups:
+        group_w = text_w + sum(len(SEP) + score_w[s] for s in ss)
+        top.append(_fit(e, group_w))
+        sub.append(
+            SEP.join(["explanation".ljust(text_w)[:text_w], *(_fit(s, score_w[s]) for s in ss)])
+        )
+    lines = [SEP.join(top).rstrip(), SEP.join(sub).rstrip()]
+    lines.append("-" * min(width, max(len(line) for line in lines)))
+    for res in shown:
+        cells = [latent_label(res).rjust(lat_w)]
+        for i, (e, ss) in enumerate(groups):
+            group = [_fit(_text_cell(res, e, first=i == 0), text_w)]
+            group += [_score_cell(res, e, s).rjust(score_w[s]) for s in ss]
+            cells.append(SEP.join(group))
+        if not groups:
+            status = res.status or "-"
+            cells.append(f"({status}{': ' + res.reason if res.reason else ''})")
+        lines.append(SEP.join(cells).rstrip())
+    if len(shown) < len(rows):
+        lines.append(f"... {len(rows) - len(shown)} more latents")
+    if not rows:
+        lines.append("(no latents yet)")
+    if summary and methods:
+        lines.append("")
+        lines.extend(_summary_lines(results.summary()))
+    return "\n".join(lines)
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    out = []
+    for name, m in summary["methods"].items():
+        if m["n"] == 0:
+            out.append(f"{name}: no valid scores ({m['n_errors']} errors)")
+            continue
+        lo, hi = m["mean_ci95"]
+        out.append(
+            f"{name}: median {m['median']:.3f} (IQR {m['q25']:.3f}-{m['q75']:.3f}), "
+            f"mean {m['mean']:.3f} [{lo:.3f}, {hi:.3f}], n={m['n']}, "
+            f"errors {100 * m['error_rate']:.0f}%"
+        )
+    total = summary["usage"]["total"]
+    out.append(
+        f"tokens: {total['prompt_tokens']} prompt + {total['completion_tokens']} completion, "
+        f"cost ${total['cost_usd']:.4f}"
+    )
+    return out
