@@ -69,7 +69,8 @@ async def aexplain(
     *,
     latents: Sequence[int] | LatentSelection | int | None = None,
     explainers: Methods = ("maxact",),
-    scorers: Methods = ("detection", "fuzzing"),
+    scorers: Methods | None = None,
+    explainer: str | None = None,
     provider: str | ProviderSpec | Provider | None = None,
     scorer_provider: str | ProviderSpec | Provider | None = None,
     dataset: object = "demo",
@@ -82,8 +83,18 @@ async def aexplain(
     progress: bool = True,
     **config: Any,
 ) -> RunResults:
-    """Collect, explain and score `latents` of `sae` in `model`; see the module docstring."""
+    """Collect, explain and score `latents` of `sae` in `model`; see the module docstring.
+
+    `scorers` defaults to detection and fuzzing; `explainer="selfexplain"` is shorthand for
+    `explainers=["selfexplain"]` with no scorers unless some are named (no LLM is needed then).
+    """
     from saexplain.pipeline import arun
+
+    if explainer is not None:
+        explainers = [explainer]
+        scorers = () if scorers is None else scorers
+    elif scorers is None:
+        scorers = ("detection", "fuzzing")
 
     live: dict[str, Provider] = {}
     explainer_spec = scorer_spec = None

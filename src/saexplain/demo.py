@@ -6,7 +6,7 @@ trains a small SAE on its residual stream with SAELens and caches it; the text i
 (maxact, vocabproj) and scores (detection); MiniLM scores by embedding; selfexplain lets the
 model describe its own latents. The same run with a hosted model and a hub SAE:
 
-    saexplain run examples/gpt2-small.yaml
+    saexplain run examples/gpt2-small.yaml   (in the repository)
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from saexplain.protocols import (
     TokenBatch,
 )
 from saexplain.registry import Registry
-from saexplain.rundir import RunDir, redact_secrets
+from saexplain.rundir import RunDir, explanation_key, redact_secrets
 from saexplain.store._io import derive_seed
 
 if TYPE_CHECKING:
@@ -581,6 +581,30 @@ def finish_report(run_dir: RunDir) -> RunResults:
     return results
 
 
+def write_flags(run_dir: RunDir) -> dict[str, Any]:
+    """Flag answers an explainer gave for many latents alike ("en", "a word"): they say nothing
+    about any one latent. Written to `flags.json`; the explanations themselves stay untouched."""
+    from saexplain.explainers.selfexplain import flag_generic
+
+    latest = {explanation_key(e): e for e in run_dir.explanations.read(Explanation)}
+    by_explainer: dict[str, list[Explanation]] = {}
+    for e in latest.values():
+        by_explainer.setdefault(e.explainer, []).append(e)
+    generic: dict[str, list[dict[str, str]]] = {}
+    for name, explanations in sorted(by_explainer.items()):
+        flagged = [
+            {"latent": e.latent.key, "text": e.text}
+            for e, flag in zip(explanations, flag_generic(explanations), strict=True)
+            if flag
+        ]
+        if flagged:
+            generic[name] = flagged
+            log.warning("%s gave %d generic explanations (see flags.json)", name, len(flagged))
+    flags: dict[str, Any] = {"generic": generic}
+    run_dir.write_json("flags", flags)
+    return flags
+
+
 async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
     """Run a prepared pipeline to the end (or resume it)."""
     p.run_dir.write_json("config", redact_secrets(p.config.model_dump(mode="json")))
@@ -588,6 +612,7 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
     store = collect_store(p, progress=progress)
     records = build_run_records(p, store, progress=progress)
     await explain_and_score(p, records, store, progress=progress)
+    write_flags(p.run_dir)
     return finish_report(p.run_dir)
 
 

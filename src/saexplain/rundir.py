@@ -7,6 +7,7 @@
     <run>/explanations.jsonl   one Explanation per (latent, explainer)
     <run>/scores.jsonl         one Score per (latent, explainer, scorer)
     <run>/logs/<latent>.jsonl  prompts and responses, when `log_prompts` is on
+    <run>/flags.json           generic answers many latents share, per explainer
     <run>/summary.json, <run>/report.html
 
 Each JSONL line is written with one `write` and flushed (and fsynced) before the next; a line
@@ -36,6 +37,7 @@ FILES = {
     "explanations": "explanations.jsonl",
     "scores": "scores.jsonl",
     "summary": "summary.json",
+    "flags": "flags.json",
     "report": "report.html",
 }
 

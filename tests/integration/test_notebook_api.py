@@ -74,3 +74,24 @@ def test_explain_with_live_objects(kind, session, tmp_path):
         assert word.strip() in (row.explanation("maxact") or "").lower()
         assert (row.score("maxact", "detection") or 0) > 0.8
     assert "<table" in results._repr_html_()
+
+
+def test_selfexplain_shorthand_needs_no_llm(session, tmp_path):
+    hf, tok, sae, texts = session
+    results = sx.explain(
+        model=hf,
+        sae=sae,
+        tokenizer=tok,
+        latents=sorted(WORDS),
+        explainer="selfexplain",
+        dataset=texts,
+        n_tokens=32 * 100,
+        context_length=32,
+        records={"rare_below": 2},
+        output_dir=str(tmp_path),
+        progress=False,
+    )
+    assert results.explainers == ["selfexplain"] and results.scorers == []
+    for latent in WORDS:
+        entry = results[latent].explanations["selfexplain"]
+        assert entry.status in ("ok", "failed") and "selfsim" in str(entry.evidence)

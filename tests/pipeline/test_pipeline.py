@@ -78,6 +78,7 @@ async def test_end_to_end_run_dir(tmp_path, manager):
     assert manifest["seed"] == 0 and manifest["coder"]["id"] == coder.id
     assert "saexplain_version" in manifest and manifest["plugins"]
     assert results.summary()  # the results object reads the same directory
+    assert json.loads((run / "flags.json").read_text()) == {"generic": {}}
     # usage reached the results: the scripted provider charges per token
     assert sum(e.usage.cost_usd for e in explanations) > 0
 
@@ -270,3 +271,19 @@ async def test_builtin_methods_end_to_end_with_competent_doubles(tmp_path):
         if s.explainer == "maxact":
             assert s.value is not None and s.value > 0.8, (s.latent.index, s.scorer, s.value)
     assert results.summary()
+
+
+async def test_generic_answers_are_flagged(tmp_path, manager):
+    backend, coder, texts = toy.world()
+    llm = ScriptedProvider(lambda r: "a word" if "EXPLAIN" in r.messages[-1].content else "1")
+    await arun(
+        config(tmp_path),
+        model=backend,
+        coder=coder,
+        dataset=texts,
+        providers={"default": llm},
+        progress=False,
+    )
+    flags = json.loads((tmp_path / "run" / "flags.json").read_text())
+    assert len(flags["generic"]["toy"]) == len(toy.WORDS)
+    assert {f["text"] for f in flags["generic"]["toy"]} == {"a word"}

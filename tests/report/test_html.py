@@ -156,3 +156,18 @@ def test_latent_info_and_manifest_are_shown(run, tmp_path):
     text = "".join(parser.text)
     assert text.count("n_windows: <i>3</i>") == 5
     assert "sae<1>" in text and "p (d 1.2)" in text
+
+
+def test_written_files_get_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from saexplain.report._io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "sub" / "report.html", "<p>x</p>")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_text() == "<p>x</p>"

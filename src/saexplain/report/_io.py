@@ -1,26 +1,20 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written report."""
+"""Atomic file writes: a reader (or a crash) never sees a half-written report.
+
+Thin wrappers over the store's writer (one implementation), creating the folder and returning
+the path; files get the usual permissions (the umask's), so a report can be served as it is.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from saexplain.store import _io
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file in the same directory, then `os.replace` it into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _io.atomic_write_bytes(target, data)
     return target
 
 
