@@ -13,12 +13,12 @@ batched sweep at least 8x faster than the per-scale loop on CPU.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from saexplain.testing import set_offline_env
+
+set_offline_env()  # before any heavy import
 warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402

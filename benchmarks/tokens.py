@@ -11,17 +11,12 @@ detection or fuzzing examples. Run from the repository root: `python benchmarks/
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sys
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    "WANDB_MODE": "disabled",
-}.items():
-    os.environ.setdefault(_key, _value)
+from saexplain.testing import set_offline_env
+
+set_offline_env()  # before any heavy import
 
 from saexplain.models import (  # noqa: E402
     Example,

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import JsonValue
 
+from saexplain.checks import check_bool, check_choice, check_float, check_int
 from saexplain.errors import ConfigError, ParseError, ProviderError, SaexplainError
 from saexplain.models import (
     ChatRequest,
@@ -34,44 +35,12 @@ from saexplain.models import (
 from saexplain.prompts import PromptTemplate, load_prompt
 from saexplain.protocols import Backend, MethodContext, SparseCoder
 from saexplain.render import clean_token
+from saexplain.store import _io as store_io
 
 Style = Literal["sentence", "label"]
 T = TypeVar("T")
 
 # --- settings checks ------------------------------------------------------------------------------
-
-
-def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"setting {name!r} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ConfigError(f"setting {name!r} must be {bound}, got {value}")
-    return value
-
-
-def check_float(
-    name: str, value: object, *, low: float | None = None, high: float | None = None
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"setting {name!r} must be a number, got {value!r}")
-    x = float(value)
-    if not np.isfinite(x) or (low is not None and x < low) or (high is not None and x > high):
-        raise ConfigError(f"setting {name!r} must be a finite number in [{low}, {high}], got {x}")
-    return x
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"setting {name!r} must be true or false, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value: object, choices: Sequence[T]) -> T:
-    for c in choices:
-        if value == c:
-            return c
-    raise ConfigError(f"setting {name!r} must be one of {list(choices)}, got {value!r}")
 
 
 def check_prompt(value: object, default: str, required: Iterable[str] = ()) -> PromptTemplate:
@@ -147,14 +116,7 @@ def latent_seed(ctx: MethodContext, record: LatentRecord, purpose: str) -> int:
 
 def to_numpy(x: Any, dtype: type[np.floating[Any]] = np.float64) -> npt.NDArray[Any]:
     """A numpy copy of a numpy array or a tensor-like value, without importing torch."""
-    for step in ("detach", "cpu", "float"):  # `float` also lifts bfloat16, which numpy lacks
-        method = getattr(x, step, None)
-        if callable(method) and not isinstance(x, np.ndarray | np.generic):
-            x = method()
-    numpy = getattr(x, "numpy", None)
-    if callable(numpy) and not isinstance(x, np.ndarray | np.generic):
-        x = numpy()
-    return np.asarray(x, dtype=dtype)
+    return np.asarray(store_io.to_numpy(x), dtype=dtype)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 from pydantic import JsonValue
 
+from saexplain.checks import check_choice
 from saexplain.errors import ConfigError
 from saexplain.explainers._llm import (
     Evidence,
     EvidenceUnavailable,
     LLMExplainer,
-    check_choice,
     table,
 )
 from saexplain.explainers.maxact import MaxAct

@@ -15,14 +15,12 @@ from typing import Any, ClassVar
 
 from pydantic import JsonValue
 
+from saexplain.checks import check_bool, check_float, check_int
 from saexplain.errors import ConfigError
 from saexplain.explainers._llm import (
     Evidence,
     EvidenceUnavailable,
     LLMExplainer,
-    check_bool,
-    check_float,
-    check_int,
     logit_lens,
     neutralise,
     table,

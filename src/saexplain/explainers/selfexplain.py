@@ -37,6 +37,7 @@ from saexplain.hookspecs import Register
 from saexplain.models import Explanation, LatentRecord, Message, Status
 from saexplain.prompts import PromptTemplate, load_prompt
 from saexplain.protocols import Backend, MethodContext, Replace, TokenBatch
+from saexplain.store import _io as store_io
 from saexplain.store._io import derive_seed
 
 __all__ = [
@@ -60,9 +61,7 @@ _MODEL_LOCK = threading.Lock()
 
 def _np(x: Any) -> Floats:
     """A float64 numpy copy of a numpy array or tensor-like value (no torch import)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().float()
-    return np.asarray(x, dtype=np.float64)
+    return np.asarray(store_io.to_numpy(x), dtype=np.float64)
 
 
 # --- prompts --------------------------------------------------------------------------------------

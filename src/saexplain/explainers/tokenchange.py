@@ -20,15 +20,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import JsonValue
 
+from saexplain.checks import check_bool, check_choice, check_float, check_int
 from saexplain.errors import ConfigError
 from saexplain.explainers._llm import (
     Evidence,
     EvidenceUnavailable,
     LLMExplainer,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
     latent_seed,
     require_model,
     to_numpy,

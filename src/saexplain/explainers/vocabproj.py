@@ -12,12 +12,11 @@ from typing import Any, ClassVar
 
 from pydantic import JsonValue
 
+from saexplain.checks import check_bool, check_int
 from saexplain.errors import ConfigError
 from saexplain.explainers._llm import (
     Evidence,
     LLMExplainer,
-    check_bool,
-    check_int,
     logit_lens,
     require_model,
     token_list,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from saexplain.checks import check_float, check_int
 from saexplain.errors import ConfigError, ParseError
 from saexplain.metrics import classification_metrics, saebench_accuracy
 from saexplain.models import (
@@ -30,8 +31,6 @@ from saexplain.scorers._common import (
     Item,
     Outcome,
     call,
-    check_float,
-    check_int,
     error_score,
     input_error,
     latent_seed,
@@ -64,19 +63,17 @@ class BinaryScorer:
         answer: str = "list",
         prompt: str | None = None,
     ) -> None:
-        check_int("batch_size", batch_size, minimum=1)
+        check_int("batch_size", batch_size, low=1)
         if answer not in ("list", "first_token"):
             raise ConfigError(f"answer must be 'list' or 'first_token', got {answer!r}")
         if answer == "first_token" and (batch_size != 1 or logprobs is False):
             raise ConfigError("answer='first_token' needs batch_size=1 and logprobs")
         self.answer = answer
-        check_int("max_activating", max_activating, minimum=1, optional=True)
-        check_int("max_negatives", max_negatives, minimum=1, optional=True)
+        check_int("max_activating", max_activating, low=1, optional=True)
+        check_int("max_negatives", max_negatives, low=1, optional=True)
         if logprobs is not None and not isinstance(logprobs, bool):
             raise ConfigError(f"logprobs must be None (auto), true or false, got {logprobs!r}")
-        check_int("top_logprobs", top_logprobs, minimum=2)
-        if top_logprobs > 20:
-            raise ConfigError(f"top_logprobs must be at most 20, got {top_logprobs}")
+        check_int("top_logprobs", top_logprobs, low=2, high=20)
         check_float("saebench_threshold", saebench_threshold, low=0.0, high=1.0)
         self.batch_size = batch_size
         self.max_activating = max_activating

@@ -12,11 +12,10 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from saexplain.errors import ConfigError, ParseError, ProviderError
+from saexplain.errors import ParseError, ProviderError
 from saexplain.models import (
     ChatRequest,
     ChatResponse,
@@ -34,24 +33,6 @@ from saexplain.render import clean_token
 from saexplain.store._io import derive_seed
 
 # --- settings validation --------------------------------------------------------------------------
-
-
-def check_int(name: str, value: Any, *, minimum: int = 0, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "None or an integer" if optional else "an integer"
-        raise ConfigError(f"{name} must be {kind} >= {minimum}, got {value!r}")
-
-
-def check_float(name: str, value: Any, *, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
 # --- items ----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from saexplain.checks import check_float
 from saexplain.hookspecs import Register
 from saexplain.models import Settings
 from saexplain.protocols import MethodContext
@@ -22,7 +23,6 @@ from saexplain.scorers._classify import BinaryScorer
 from saexplain.scorers._common import (
     Item,
     bos_id,
-    check_float,
     display_tokens,
     first_shown,
     one_line,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saexplain.errors import ConfigError
+from saexplain.checks import check_choice, check_float, check_int
 from saexplain.hookspecs import Register
 from saexplain.metrics import classification_metrics, pearson
 from saexplain.models import (
@@ -48,9 +48,6 @@ from saexplain.scorers._common import (
     Outcome,
     bos_id,
     call,
-    check_choice,
-    check_float,
-    check_int,
     error_score,
     expected_value,
     first_shown,
@@ -158,12 +155,10 @@ class SimulationScorer:
         echo_prompt: str | None = None,
     ) -> None:
         check_choice("variant", variant, VARIANTS)
-        check_int("max_activating", max_activating, minimum=1, optional=True)
-        check_int("max_negatives", max_negatives, minimum=0, optional=True)
-        check_int("max_value", max_value, minimum=1)
-        check_int("top_logprobs", top_logprobs, minimum=2)
-        if top_logprobs > 20:
-            raise ConfigError(f"top_logprobs must be at most 20, got {top_logprobs}")
+        check_int("max_activating", max_activating, low=1, optional=True)
+        check_int("max_negatives", max_negatives, low=0, optional=True)
+        check_int("max_value", max_value, low=1)
+        check_int("top_logprobs", top_logprobs, low=2, high=20)
         check_choice("on_unfaithful", on_unfaithful, ("error", "zero"))
         check_float("fire_threshold", fire_threshold, low=0.0, high=1.0)
         self.variant = variant

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from saexplain.checks import check_int
 from saexplain.errors import ConfigError
 from saexplain.metrics import auroc, classification_metrics
 from saexplain.models import (
@@ -106,12 +107,8 @@ class EmbeddingScorer:
             ("max_negatives", max_negatives),
             ("cache_size", cache_size),
         ):
-            if count is not None and (
-                isinstance(count, bool) or not isinstance(count, int) or count < 1
-            ):
-                raise ConfigError(f"{key} must be None or an integer >= 1, got {count!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+            check_int(key, count, low=1, optional=True)
+        check_int("batch_size", batch_size, low=1)
         if device is not None and not isinstance(device, str):
             raise ConfigError(f"device must be None or a string like 'cpu', got {device!r}")
         self.model = model
