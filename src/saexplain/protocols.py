@@ -183,6 +183,12 @@ class Backend(Protocol):
     of the assistant's answer); `tokenize` of the result (BOS prepended) gives the template's
     tokens. None (or no such method): the model has no template, and methods fall back to a plain
     "User: ...\nAssistant: ..." layout.
+
+    Optional: `probe_and_generate(tokens, edits, *, layers, max_new_tokens, temperature, seed)`
+    returns `(logits (batch, vocab), {layer: residual (batch, d_model)}, [new ids per row])`:
+    `probe` at each row's last token and each row's continuation (up to end-of-text) from the same
+    edited pass, for rows of one length. Self-explanation's sweep uses it to decode every scale
+    from its metrics pass; without it, it calls `probe` and then `generate`.
     """
 
     name: str  # the backend plugin's registered name
@@ -237,11 +243,18 @@ class Backend(Protocol):
         ...
 
     def probe(
-        self, tokens: TokenBatch, edits: Sequence[Edit] = (), *, layers: Sequence[int] = ()
+        self,
+        tokens: TokenBatch,
+        edits: Sequence[Edit] = (),
+        *,
+        layers: Sequence[int] = (),
+        positions: Sequence[int] | None = None,
     ) -> tuple[Array, dict[int, Array]]:
         """One edited forward pass: the final logits (batch, seq, vocab), as `logits` gives, and
         the residual stream entering each block in `layers` (`blocks.L.hook_resid_pre`, after any
-        edit at that site), each (batch, seq, d_model). `0 <= L < n_layers`.
+        edit at that site), each (batch, seq, d_model). `0 <= L < n_layers`. With `positions`,
+        only those positions (in that order) are returned, and a backend may skip the rest of
+        the unembedding.
 
         Self-explanation reads the patched prompt's last-token residual at a deeper layer and the
         first answer token's distribution from the same pass.

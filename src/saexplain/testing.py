@@ -265,14 +265,22 @@ class FakeBackend:
         return out
 
     def probe(
-        self, tokens: TokenBatch, edits: Sequence[Edit] = (), *, layers: Sequence[int] = ()
+        self,
+        tokens: TokenBatch,
+        edits: Sequence[Edit] = (),
+        *,
+        layers: Sequence[int] = (),
+        positions: Sequence[int] | None = None,
     ) -> tuple[FloatArray, dict[int, FloatArray]]:
         for layer in layers:
             if not 0 <= layer < self.n_layers:
                 raise HookNameError(f"probe layer {layer} not in [0, {self.n_layers})")
         capture: dict[int, FloatArray] = dict.fromkeys(layers, np.zeros(0))
         out: FloatArray = self._run(tokens.ids, self.n_layers, edits, capture) @ self._unembed
-        return out, capture
+        if positions is None:
+            return out, capture
+        cols = list(positions)
+        return out[:, cols], {layer: x[:, cols] for layer, x in capture.items()}
 
     def generate(
         self,
@@ -600,6 +608,10 @@ def check_probe_and_row_replace(backend: Backend, tokens: TokenBatch, atol: floa
     for r in resid.values():
         assert as_numpy(r).shape == (batch, seq, d), f"probe residual {as_numpy(r).shape}"
     assert np.allclose(as_numpy(resid[patch])[:, 1], vectors, atol=atol), "resid misses the patch"
+    cols = [seq - 1, 0]  # `positions` keeps the caller's order
+    few_logits, few_resid = backend.probe(tokens, [edit], layers=[last], positions=cols)
+    assert np.allclose(as_numpy(few_logits), want[:, cols], atol=atol * scale), "probe positions"
+    assert np.allclose(as_numpy(few_resid[last]), as_numpy(resid[last])[:, cols], atol=atol)
     for i in range(batch):
         single = as_numpy(backend.logits(tokens, [Replace(vectors[i], (1,), patch)]))[i]
         assert np.allclose(single, want[i], atol=atol * scale), f"per-row Replace row {i} wrong"

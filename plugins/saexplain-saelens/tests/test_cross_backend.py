@@ -5,9 +5,17 @@ greedy generations, and planted features must fire exactly where planted, throug
 
 import numpy as np
 import pytest
-import torch
-from saexplain_saelens import Neurons, SAELensCoder
-from saexplain_saelens.testing import gpt2_tokenizer, make_sae, plant, tiny_gpt2, tiny_llama
+from saexplain_saelens import SAELensCoder
+from saexplain_saelens.testing import (
+    check_acts_match_hidden_states,
+    check_one_pass_equals_one_at_a_time,
+    coders_at_every_site,
+    gpt2_tokenizer,
+    make_sae,
+    plant,
+    tiny_gpt2,
+    tiny_llama,
+)
 
 from saexplain.protocols import Add, Clamp, Replace
 from saexplain.testing import check_backends_agree, check_planted
@@ -41,17 +49,7 @@ def family(request):
 
 
 def coders_for(backend):
-    d, d_mlp = backend.d_model, backend.d_mlp
-    zsae = make_sae("standard", d, 96, "blocks.1.attn.hook_z", seed=6, reshape_activations="hook_z")
-    return [
-        SAELensCoder(make_sae("standard", d, 128, "blocks.1.hook_resid_pre", seed=1)),
-        SAELensCoder(make_sae("topk", d, 128, "blocks.0.hook_resid_post", seed=2)),
-        SAELensCoder(make_sae("jumprelu", d, 128, "blocks.1.hook_mlp_out", seed=3)),
-        SAELensCoder(make_sae("gated", d, 128, "blocks.0.hook_attn_out", seed=4)),
-        SAELensCoder(make_sae("transcoder", d, 128, "blocks.1.hook_resid_mid", seed=5)),
-        SAELensCoder(zsae),
-        Neurons(0, d_mlp, k=16),
-    ]
+    return coders_at_every_site(backend.d_model, backend.d_mlp)
 
 
 def test_backends_agree_on_acts_logits_and_generations(family):
@@ -88,27 +86,14 @@ def test_default_edits_agree(family):
 
 def test_several_coders_in_one_pass_equal_one_at_a_time(family):
     _, _, backends = family
-    coders = coders_for(backends[0])
-    tokens = backends[0].tokenize(["one pass over the data", "for every coder at once"])
     for backend in (backends[0], backends[2]):
-        together = backend.latent_acts(tokens, coders)
-        for c in coders:
-            alone = backend.latent_acts(tokens, [c])[c.id]
-            assert np.array_equal(alone.latent, together[c.id].latent)
-            assert np.allclose(alone.value, together[c.id].value)
+        check_one_pass_equals_one_at_a_time(backend, coders_for(backends[0]))
 
 
 def test_acts_match_a_direct_encode_of_the_hf_hidden_state(family):
     _, hf, backends = family
-    coder = SAELensCoder(make_sae("standard", backends[0].d_model, 128, "blocks.1.hook_resid_pre"))
-    tokens = backends[0].tokenize(["cross-check against the transformers hidden states"])
-    with torch.no_grad():
-        hidden = hf(torch.as_tensor(tokens.ids), output_hidden_states=True).hidden_states[1]
-        z = coder.encode(hidden).numpy()
-    z[:, 0] = 0.0  # BOS excluded
     for backend in backends:
-        dense = backend.latent_acts(tokens, [coder])[coder.id].to_dense(z.shape)
-        assert np.allclose(dense, z, atol=1e-5)
+        check_acts_match_hidden_states(backend, hf)
 
 
 def test_planted_features_fire_exactly_where_planted(family):

@@ -94,7 +94,7 @@ def test_hook_names():
     site = parse_hook("blocks.3.attn.hook_z", 4)
     assert (site.layer, site.site, site.stop_layer) == (3, "attn.hook_z", 4)
     assert parse_hook("blocks.2.hook_resid_pre", 4).stop_layer == 2
-    assert len(valid_hook_names(2)) == 14
+    assert len(valid_hook_names(2)) == 18  # 9 sites per block
     with pytest.raises(HookNameError, match="hook_resid_pre"):
         parse_hook("blocks.9.hook_resid_pre", 4)
     with pytest.raises(HookNameError, match="valid names"):

@@ -10,7 +10,7 @@ from saexplain_saelens import SAELensCoder
 from saexplain_saelens.testing import gpt2_tokenizer, make_sae, tiny_gpt2, tiny_llama
 
 from saexplain._async import run_sync
-from saexplain.explainers.selfexplain import SelfExplainer
+from saexplain.explainers.selfexplain import SelfExplainer, sweep
 from saexplain.models import LatentRecord, LatentRef, LatentStats, Status
 from saexplain.protocols import MethodContext, Replace, TokenBatch
 from saexplain.testing import as_numpy
@@ -130,3 +130,35 @@ def test_selfexplain_runs_the_same_on_both_backends(family):
     np.testing.assert_allclose(a["selfsim"], b["selfsim"], atol=1e-4)
     np.testing.assert_allclose(a["entropy"], b["entropy"], atol=1e-3)
     assert [g["text"] for g in a["generations"]] == [g["text"] for g in b["generations"]]
+
+
+class WithoutProbeAndGenerate:
+    """A backend seen without its optional `probe_and_generate` (the sweep's fallback path)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        if name == "probe_and_generate":
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+
+def test_sweep_generations_from_the_metrics_pass_equal_probe_then_generate(family):
+    _, _, backends = family
+    rng = np.random.default_rng(4)
+    direction = rng.normal(size=backends[0].d_model)
+    explainer = SelfExplainer(n_scales=6, top_k=2, max_new_tokens=5, min_selfsim=-1.0)
+    for backend in backends:
+        prompt, norm = explainer.prepared(backend, explainer.templates[0])
+        scales = np.linspace(0.0, 8.0, 6) * norm
+        kwargs = {"patch_layer": PATCH, "probe_layer": PROBE, "max_new_tokens": 5}
+        fast = sweep(backend, prompt, direction, scales, batch_size=4, **kwargs)
+        slow = sweep(WithoutProbeAndGenerate(backend), prompt, direction, scales, **kwargs)
+        np.testing.assert_allclose(fast.selfsim, slow.selfsim, atol=1e-5)
+        np.testing.assert_allclose(fast.entropy, slow.entropy, atol=1e-4)
+        assert fast.generations == slow.generations and len(fast.generations) == 6
+        assert len(set(fast.generations)) > 1, "the scales must lead to different answers"
+        metrics_only = sweep(backend, prompt, direction, scales, **{**kwargs, "max_new_tokens": 0})
+        assert metrics_only.generations == ()
+        np.testing.assert_allclose(metrics_only.selfsim, fast.selfsim, atol=1e-5)

@@ -9,9 +9,11 @@ as one batch. From the same patched passes come, per scale:
   `probe_layer`;
 - entropy of the first answer token's distribution;
 - composite: `alpha * norm(selfsim) - (1 - alpha) * norm(entropy)`, both min-max normalised across
-  the sweep.
+  the sweep;
+- the answer the model generates (greedy, or sampled), decoded from that same pass's KV cache
+  where the backend can.
 
-The `top_k` scales by composite generate explanations (greedy, or sampled); each generated token's
+The answers of the `top_k` scales by composite are the explanations; each of their tokens'
 relevancy is its probability with the patch minus without it. A latent whose peak self-similarity
 stays under `min_selfsim` is reported as not self-explainable (`Status.FAILED`). `flag_generic`
 flags answers that many latents share. Prompts are data (`selfexplain_meaning.toml`,
@@ -154,12 +156,14 @@ def prepare_prompt(backend: Backend, template: PromptTemplate) -> PreparedPrompt
 
 @dataclass(frozen=True)
 class Sweep:
-    """Metrics of one prompt over the scales, from batched patched passes."""
+    """Metrics of one prompt over the scales, from batched patched passes, and each scale's
+    continuation when the sweep generated."""
 
     scales: Floats
     selfsim: Floats
     entropy: Floats
     forward_calls: int
+    generations: tuple[str, ...] = ()
 
     def composite(self, alpha: float) -> Floats:
         return composite(self.selfsim, self.entropy, alpha)
@@ -198,23 +202,53 @@ def sweep(
     patch_layer: int,
     probe_layer: int,
     batch_size: int = 32,
+    max_new_tokens: int = 0,
+    temperature: float = 0.0,
+    seed: int | None = None,
 ) -> Sweep:
     """Self-similarity and first-answer-token entropy at every scale, `batch_size` scales per
-    forward pass (each row: the prompt with `scale * direction` at the placeholders)."""
+    forward pass (each row: the prompt with `scale * direction` at the placeholders).
+
+    With `max_new_tokens`, every scale also generates its answer. A backend with
+    `probe_and_generate` decodes from the metrics' own pass (its KV cache); otherwise a batched
+    `generate` follows each pass."""
     unit = direction / np.linalg.norm(direction)
     scales_arr = np.asarray(scales, dtype=np.float64)
-    selfsim, entropy, calls = [], [], 0
+    together = callable(getattr(backend, "probe_and_generate", None))
+    selfsim, entropy, texts, calls = [], [], [], 0
     for lo in range(0, len(scales_arr), batch_size):
         chunk = scales_arr[lo : lo + batch_size]
         tokens = TokenBatch.from_lists([list(prompt.ids)] * len(chunk))
         edit = _patch(prompt, chunk[:, None] * unit[None, :], patch_layer)
-        logits, resid = backend.probe(tokens, [edit], layers=[probe_layer])
+        if max_new_tokens and together:
+            logits, resid, new = backend.probe_and_generate(  # type: ignore[attr-defined]
+                tokens,
+                [edit],
+                layers=[probe_layer],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+            last, last_logits = _np(resid[probe_layer]), _np(logits)
+            texts += [backend.decode(ids) for ids in new]
+        else:
+            logits, resid = backend.probe(
+                tokens, [edit], layers=[probe_layer], positions=[prompt.last]
+            )
+            last, last_logits = _np(resid[probe_layer][:, 0]), _np(logits[:, 0])
+            if max_new_tokens:
+                texts += backend.generate(
+                    [prompt.text] * len(chunk),
+                    [edit],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    seed=seed,
+                )
         calls += 1
-        last = _np(resid[probe_layer][:, prompt.last])
         norms = np.linalg.norm(last, axis=-1)
         selfsim.append(last @ unit / np.where(norms > 0, norms, 1.0))
-        entropy.append(_entropy(_np(logits[:, prompt.last])))
-    return Sweep(scales_arr, np.concatenate(selfsim), np.concatenate(entropy), calls)
+        entropy.append(_entropy(last_logits))
+    return Sweep(scales_arr, np.concatenate(selfsim), np.concatenate(entropy), calls, tuple(texts))
 
 
 def relevancy(
@@ -231,15 +265,19 @@ def relevancy(
     if not any(answers):
         return [[] for _ in answers]
     tokens = TokenBatch.from_lists(rows)
+    start = len(prompt.ids)
+    # only the positions predicting answer tokens are unembedded
+    predicting = list(range(start - 1, start - 1 + max(len(a) for a in answers)))
     probs = []
     for edits in ([_patch(prompt, vectors, patch_layer)], []):
-        logits = _np(backend.logits(tokens, edits))
-        z = logits - logits.max(axis=-1, keepdims=True)
-        probs.append(np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True))
+        logits, _ = backend.probe(tokens, edits, positions=predicting)
+        z = _np(logits)
+        z -= z.max(axis=-1, keepdims=True)
+        np.exp(z, out=z)
+        probs.append(z / z.sum(axis=-1, keepdims=True))
     out = []
-    start = len(prompt.ids)
     for i, answer in enumerate(answers):
-        pos = np.arange(start - 1, start - 1 + len(answer))  # the position predicting each token
+        pos = np.arange(len(answer))
         ids = np.asarray(answer, dtype=np.int64)
         out.append([float(x) for x in probs[0][i, pos, ids] - probs[1][i, pos, ids]])
     return out
@@ -296,7 +334,8 @@ class SelfExplainer:
       setting works across models.
     - `patch_layer` (0: the embeddings; see `layers`), `probe_layer` (None: `round(probe_depth *
       n_layers)`, `probe_depth` 0.8), must be deeper than the patch.
-    - `alpha` (0.4): weight of self-similarity in the composite; `top_k` (3) scales generate.
+    - `alpha` (0.4): weight of self-similarity in the composite; the `top_k` (3) scales'
+      answers are the explanations (every scale's answer is kept in the evidence).
     - `max_new_tokens` (24), `temperature` (0.0 = greedy; sampled with a seed per latent).
     - `batch_size` (32): rows per forward pass; memory grows with rows * prompt length * vocab.
     - `min_selfsim` (0.01): peak self-similarity below it marks the latent not self-explainable
@@ -482,18 +521,15 @@ class SelfExplainer:
                 patch_layer=patch,
                 probe_layer=probe,
                 batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                seed=seed,
             )
             comp = metrics.composite(self.alpha)
             candidates = [i for i in np.argsort(-comp, kind="stable") if scales[i] > 0]
             top = candidates[: self.top_k]
             vectors = scales[top][:, None] * unit[None, :]
-            raw = backend.generate(
-                [prompt.text] * len(top),
-                [_patch(prompt, vectors, patch)],
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                seed=seed,
-            )
+            raw = [metrics.generations[i] for i in top]
             answers = [_cut(text, prompt.stops) for text in raw]
             answer_ids = [
                 backend.tokenize([a], prepend_bos=False).rows()[0] if a else [] for a in answers
@@ -524,6 +560,7 @@ class SelfExplainer:
                 "selfsim": _floats(metrics.selfsim),
                 "entropy": _floats(metrics.entropy),
                 "composite": _floats(comp),
+                "answers": [_cut(text, prompt.stops) for text in metrics.generations],
                 "peak_selfsim": round(peaks[-1], 6),
                 "forward_calls": metrics.forward_calls,
                 "generations": generations,

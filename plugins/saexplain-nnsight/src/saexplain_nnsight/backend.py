@@ -5,11 +5,13 @@ Canonical hook names are translated to module inputs and outputs of the transfor
 GPT-2 and Llama layouts (Llama, Mistral, Qwen2/3 share one). The residual stream between attention
 and MLP (`hook_resid_mid`) is not a module boundary in transformers, so it is computed as
 `resid_pre + attention output` and edits to it are written back through the attention output.
-Early stopping: `tracer.stop()` right after the deepest hooked module.
+Early stopping: `tracer.stop()` right after the deepest hooked module. KV caching: a transformers
+`DynamicCache` passed as `past_key_values`.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +30,41 @@ class Layout:
     mlp: str
     mlp_out_proj: str  # module whose input is mlp.hook_post
     final_norm: str
+    ln1: str  # the norms before attention and before the MLP (in a block)
+    ln2: str
 
 
-GPT2 = Layout("transformer.h", "attn.c_proj", "mlp", "mlp.c_proj", "transformer.ln_f")
-LLAMA = Layout("model.layers", "self_attn.o_proj", "mlp", "mlp.down_proj", "model.norm")
+GPT2 = Layout(
+    "transformer.h", "attn.c_proj", "mlp", "mlp.c_proj", "transformer.ln_f", "ln_1", "ln_2"
+)
+LLAMA = Layout(
+    "model.layers",
+    "self_attn.o_proj",
+    "mlp",
+    "mlp.down_proj",
+    "model.norm",
+    "input_layernorm",
+    "post_attention_layernorm",
+)
+
+
+def _normalized(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """What TransformerLens's `lnN.hook_normalized` holds: `norm`'s input normalised, before its
+    scale (and bias), computed as the transformers module does."""
+    if isinstance(norm, torch.nn.LayerNorm):
+        return torch.nn.functional.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+    eps = float(getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", None) or 1e-6)
+    h = x.to(torch.float32)
+    return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _scaled(norm: Any, normalized: torch.Tensor) -> torch.Tensor:
+    """`norm`'s output for a (possibly edited) normalised input: its scale and bias applied."""
+    out: torch.Tensor = normalized * norm.weight
+    bias = getattr(norm, "bias", None)
+    return out + bias if bias is not None else out
+
+
 LAYOUTS = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "qwen3": LLAMA}
 
 
@@ -100,9 +133,25 @@ class NNsightBackend(TorchBackend):
             **_dims(config),
         )
 
+    caching = True
+
+    def _new_cache(self, batch: int) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf.config)
+
+    def _repeat_cache(self, cache: Any, n: int) -> Any:
+        repeated = copy.deepcopy(cache)
+        repeated.batch_repeat_interleave(n)
+        return repeated
+
     def _forward(
-        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None
+        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
     ) -> torch.Tensor | None:
+        kwargs = {"past_key_values": cache, "use_cache": True} if cache is not None else {}
+        if not hooks and stop_layer is None:  # nothing to intervene on: skip the tracer
+            logits: torch.Tensor = self.hf(ids, **kwargs).logits
+            return logits
         by_layer: dict[int, dict[str, list[Any]]] = {}
         for site, fns in hooks.items():
             by_layer.setdefault(site.layer, {})[site.site] = fns
@@ -110,7 +159,7 @@ class NNsightBackend(TorchBackend):
         blocks = _get(self.lm, self.layout.blocks)
         layout = self.layout
         result: list[torch.Tensor] = []
-        with self.lm.trace(ids) as tracer:
+        with self.lm.trace(ids, **kwargs) as tracer:
             for layer in range(last + 1):
                 sites = by_layer.get(layer)
                 if not sites:
@@ -124,6 +173,8 @@ class NNsightBackend(TorchBackend):
                     if new is not None:
                         block.input = new
                         pre = new
+                if "ln1.hook_normalized" in sites:
+                    self._norm_site(_get(block, layout.ln1), sites["ln1.hook_normalized"])
                 if "attn.hook_z" in sites:
                     attn = _get(block, layout.attn_out)
                     new = run_hook_fns(sites["attn.hook_z"], attn.input)
@@ -142,6 +193,8 @@ class NNsightBackend(TorchBackend):
                             out, new = mid - pre, mid
                     if new is not None:
                         attn.output = out
+                if "ln2.hook_normalized" in sites:
+                    self._norm_site(_get(block, layout.ln2), sites["ln2.hook_normalized"])
                 if "mlp.hook_post" in sites:
                     proj = _get(block, layout.mlp_out_proj)
                     new = run_hook_fns(sites["mlp.hook_post"], proj.input)
@@ -161,6 +214,15 @@ class NNsightBackend(TorchBackend):
             else:
                 result.append(self.lm.output.logits.save())
         return result[0] if result else None
+
+    @staticmethod
+    def _norm_site(norm: Any, fns: list[Any]) -> None:
+        """Run hooks on a norm's normalised input (inside a trace); an edit is written back as
+        the norm's output, scaled as the module would."""
+        module = norm._module  # the torch module behind the nnsight envoy
+        new = run_hook_fns(fns, _normalized(module, norm.input))
+        if new is not None:
+            norm.output = _scaled(module, new)
 
     def _unembed(self, x: torch.Tensor) -> torch.Tensor:
         x = _get(self.hf, self.layout.final_norm)(x)

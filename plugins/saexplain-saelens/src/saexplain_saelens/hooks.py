@@ -13,9 +13,11 @@ from saexplain.errors import HookNameError
 
 SITES: tuple[str, ...] = (
     "hook_resid_pre",  # residual stream entering the block (d_model)
+    "ln1.hook_normalized",  # attention's input norm, before its scale (and bias) (d_model)
     "attn.hook_z",  # per-head attention values before the output projection (n_heads, d_head)
     "hook_attn_out",  # attention output after the output projection (d_model)
     "hook_resid_mid",  # residual stream between attention and MLP (d_model)
+    "ln2.hook_normalized",  # the MLP's input norm before its scale: what transcoders read
     "mlp.hook_post",  # MLP hidden activations, the neurons (d_mlp)
     "hook_mlp_out",  # MLP output (d_model)
     "hook_resid_post",  # residual stream leaving the block (d_model)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -110,6 +111,52 @@ def make_sae(
             elif name == "r_mag":
                 p.zero_()
     return sae.eval()
+
+
+def coders_at_every_site(d_model: int, d_mlp: int) -> list[Any]:
+    """One random coder at each canonical site, of every SAELens architecture, plus `Neurons`:
+    what the cross-backend agreement tests run through each backend."""
+    from saexplain_saelens.coders import Neurons, SAELensCoder
+
+    d = d_model
+    zsae = make_sae("standard", d, 96, "blocks.1.attn.hook_z", seed=6, reshape_activations="hook_z")
+    return [
+        SAELensCoder(make_sae("standard", d, 128, "blocks.1.hook_resid_pre", seed=1)),
+        SAELensCoder(make_sae("topk", d, 128, "blocks.0.hook_resid_post", seed=2)),
+        SAELensCoder(make_sae("jumprelu", d, 128, "blocks.1.hook_mlp_out", seed=3)),
+        SAELensCoder(make_sae("gated", d, 128, "blocks.0.hook_attn_out", seed=4)),
+        SAELensCoder(make_sae("transcoder", d, 128, "blocks.1.hook_resid_mid", seed=5)),
+        SAELensCoder(zsae),
+        Neurons(0, d_mlp, k=16),
+        # the GPT-2 transcoders' input (normalised MLP input, before the norm's scale)
+        SAELensCoder(make_sae("transcoder", d, 128, "blocks.0.ln2.hook_normalized", seed=7)),
+        SAELensCoder(make_sae("standard", d, 128, "blocks.1.ln1.hook_normalized", seed=8)),
+    ]
+
+
+def check_one_pass_equals_one_at_a_time(backend: Any, coders: Sequence[Any]) -> None:
+    """Several coders in one `latent_acts` pass give each coder's activations alone."""
+    tokens = backend.tokenize(["one pass over the data", "for every coder at once"])
+    together = backend.latent_acts(tokens, coders)
+    for c in coders:
+        alone = backend.latent_acts(tokens, [c])[c.id]
+        assert np.array_equal(alone.latent, together[c.id].latent), c.id
+        assert np.allclose(alone.value, together[c.id].value), c.id
+
+
+def check_acts_match_hidden_states(backend: Any, hf: Any) -> None:
+    """`latent_acts` at `blocks.1.hook_resid_pre` equals encoding the transformers model's own
+    hidden state entering block 1 (BOS excluded)."""
+    from saexplain_saelens.coders import SAELensCoder
+
+    coder = SAELensCoder(make_sae("standard", backend.d_model, 128, "blocks.1.hook_resid_pre"))
+    tokens = backend.tokenize(["cross-check against the transformers hidden states"])
+    with torch.no_grad():
+        hidden = hf(torch.as_tensor(tokens.ids), output_hidden_states=True).hidden_states[1]
+        z = coder.encode(hidden).numpy()
+    z[:, 0] = 0.0
+    dense = backend.latent_acts(tokens, [coder])[coder.id].to_dense(z.shape)
+    assert np.allclose(dense, z, atol=1e-5)
 
 
 def plant(sae: Any, embed: torch.Tensor, latents: Mapping[int, int], *, scale: float = 8.0) -> None:

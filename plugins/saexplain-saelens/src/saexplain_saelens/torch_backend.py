@@ -10,6 +10,11 @@ primitives a concrete backend supplies:
   returns; with `stop_layer=k`, stop after block `k - 1` and return None, else return the logits.
 - `_unembed(x)`: final norm (where the model has one) and unembedding.
 
+A backend that can keep a KV cache (`caching = True`) also takes `cache=` in `_forward` (the pass
+continues the cached columns and extends the cache in place) and supplies `_new_cache(batch)` and
+`_repeat_cache(cache, n)`. Then rows that share a prefix (self-explanation's scale sweep: one
+prompt, one patch per row) compute it once, and generation runs one new token per step.
+
 Keeping the semantics here means every backend gives the same numbers for the same request, and a
 new stack only has to translate hook names. BOS policy: texts are tokenized without special tokens
 and `bos_token_id` (the tokenizer's BOS; GPT-2's is `<|endoftext|>`) is prepended when asked, so
@@ -57,8 +62,19 @@ def run_hook_fns(fns: Sequence[HookFn], act: torch.Tensor) -> torch.Tensor | Non
     return act if changed else None
 
 
-def _positions(positions: tuple[int, ...] | None) -> slice | list[int]:
-    return slice(None) if positions is None else list(positions)
+Window = tuple[int, int]
+
+
+def _in_window(
+    positions: tuple[int, ...] | None, seq: int, window: Window
+) -> slice | list[int] | None:
+    """Edit positions (None: all; negative: from the end of `seq` columns) that fall in the
+    columns `[lo, hi)` of a pass, counted from `lo`; None when the edit misses the window."""
+    if positions is None:
+        return slice(None)
+    lo, hi = window
+    local = [p % seq - lo for p in positions if lo <= p % seq < hi]
+    return local or None
 
 
 class TorchBackend(ABC):
@@ -176,10 +192,17 @@ class TorchBackend(ABC):
             )
         return vec.to(device=self.device, dtype=self.dtype)
 
-    def _edit_hooks(self, edits: Sequence[Edit], seq: int, batch: int | None = None) -> Hooks:
-        """Validate `edits` and turn them into hook functions (no model work happens here).
-
-        `batch` is the number of rows, which a per-row Replace vector must match."""
+    def _edit_hooks(
+        self,
+        edits: Sequence[Edit],
+        seq: int,
+        batch: int | None = None,
+        window: Window | None = None,
+    ) -> Hooks:
+        """Validate `edits` for `batch` rows of `seq` tokens and turn them into hook functions for
+        a pass over the columns `window` (default: all), skipping edits that miss it. No model work
+        happens here. A per-row Replace vector must have `batch` rows."""
+        window = window or (0, seq)
         hooks: Hooks = {}
 
         def add(site: HookSite, fn: HookFn) -> None:
@@ -195,28 +218,38 @@ class TorchBackend(ABC):
                 if edit.mode not in ("set", "add", "scale"):
                     raise ConfigError(f"unknown Clamp mode {edit.mode!r}")
                 self._check_positions(edit.positions, seq, "Clamp")
-                read, write = self._clamp_fns(edit, same=site == out)
-                add(site, read)
-                if write is not None:
-                    add(out, write)
+                pos = _in_window(edit.positions, seq, window)
+                if pos is not None:
+                    read, write = self._clamp_fns(edit, pos, same=site == out)
+                    add(site, read)
+                    if write is not None:
+                        add(out, write)
             elif isinstance(edit, Add):
                 site = self.site(edit.hook)
                 vec = self._vector(edit.direction, self.width(site), "Add direction")
                 self._check_positions(edit.positions, seq, "Add")
-                add(site, self._add_fn(vec * edit.scale, edit.positions))
+                pos = _in_window(edit.positions, seq, window)
+                if pos is not None:
+                    add(site, self._add_fn(vec * edit.scale, pos))
             elif isinstance(edit, Replace):
                 if not 0 <= edit.layer < self.n_layers:
                     raise ConfigError(f"Replace layer {edit.layer} not in [0, {self.n_layers})")
                 vec = self._replace_vector(edit.vector, batch)
                 self._check_positions(edit.positions, seq, "Replace")
-                add(self.site(f"blocks.{edit.layer}.hook_resid_pre"), self._replace_fn(vec, edit))
+                pos = _in_window(edit.positions, seq, window)
+                if pos is not None:
+                    add(
+                        self.site(f"blocks.{edit.layer}.hook_resid_pre"), self._replace_fn(vec, pos)
+                    )
             else:
                 raise ConfigError(f"unknown edit {edit!r}")
         return hooks
 
     @staticmethod
-    def _clamp_fns(edit: Clamp, *, same: bool) -> tuple[HookFn, HookFn | None]:
-        coder, pos = edit.coder, _positions(edit.positions)
+    def _clamp_fns(
+        edit: Clamp, pos: slice | list[int], *, same: bool
+    ) -> tuple[HookFn, HookFn | None]:
+        coder = edit.coder
         pending: list[torch.Tensor] = []
 
         def read(x: torch.Tensor) -> torch.Tensor | None:
@@ -241,9 +274,7 @@ class TorchBackend(ABC):
         return read, (None if same else write)
 
     @staticmethod
-    def _add_fn(delta: torch.Tensor, positions: tuple[int, ...] | None) -> HookFn:
-        pos = _positions(positions)
-
+    def _add_fn(delta: torch.Tensor, pos: slice | list[int]) -> HookFn:
         def fn(x: torch.Tensor) -> torch.Tensor:
             x = x.clone()
             x[:, pos] += delta
@@ -252,9 +283,7 @@ class TorchBackend(ABC):
         return fn
 
     @staticmethod
-    def _replace_fn(vec: torch.Tensor, edit: Replace) -> HookFn:
-        pos = list(edit.positions)
-
+    def _replace_fn(vec: torch.Tensor, pos: slice | list[int]) -> HookFn:
         value = vec if vec.ndim == 1 else vec[:, None, :]  # one vector per row
 
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -263,6 +292,105 @@ class TorchBackend(ABC):
             return x
 
         return fn
+
+    # --- KV caching ------------------------------------------------------------------------------
+
+    caching: bool = False  # True where the subclass implements the three methods below
+
+    def _new_cache(self, batch: int) -> Any:
+        """An empty KV cache for `batch` rows."""
+        raise NotImplementedError
+
+    def _repeat_cache(self, cache: Any, n: int) -> Any:
+        """A new cache with each row of `cache` repeated `n` times (`cache` is left as it was)."""
+        raise NotImplementedError
+
+    def _run(
+        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
+    ) -> torch.Tensor | None:
+        if cache is None:
+            return self._forward(ids, hooks, stop_layer)
+        return self._forward(ids, hooks, stop_layer, cache=cache)  # type: ignore[call-arg]
+
+    def _shared_prefix(self, ids: torch.Tensor, edits: Sequence[Edit]) -> int:
+        """How many leading columns every row computes identically: the tokens agree and no
+        per-row Replace touches them (other edits act on every row alike). 0 when not worth it."""
+        batch, seq = ids.shape
+        if not self.caching or batch < 2:
+            return 0
+        differs = (ids != ids[:1]).any(dim=0).nonzero()
+        cut = int(differs[0]) if len(differs) else seq
+        for edit in edits:
+            if isinstance(edit, Replace) and np.ndim(edit.vector) == 2:
+                cut = min(cut, *(p % seq for p in edit.positions))
+        return min(cut, seq - 1)
+
+    def _pass(
+        self,
+        ids: torch.Tensor,
+        edits: Sequence[Edit],
+        *,
+        layers: Sequence[int] = (),
+        positions: Sequence[int] | None = None,
+        keep_cache: bool = False,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], Any]:
+        """One edited pass: the logits and the residual entering each block in `layers` (after
+        edits there), at `positions` (None: all), and the KV cache after it when `keep_cache`.
+
+        With a caching backend, a prefix the rows share runs once on one row and its cache is
+        repeated for the rest; logits at a few positions come from the last block's output, so
+        the unembedding runs on those positions only."""
+        batch, seq = ids.shape
+        self._edit_hooks(edits, seq, batch)  # validate before any model work
+        for layer in layers:
+            if not 0 <= layer < self.n_layers:
+                raise ConfigError(f"probe layer {layer} not in [0, {self.n_layers})")
+        if positions is not None:
+            self._check_positions(tuple(positions), seq, "probe")
+        cols = sorted({p % seq for p in positions} if positions is not None else range(seq))
+        prefix = self._shared_prefix(ids, edits)
+        cache = self._new_cache(1 if prefix else batch) if (prefix or keep_cache) else None
+        final = self.site(f"blocks.{self.n_layers - 1}.hook_resid_post")
+        logit_parts: list[torch.Tensor] = []
+        resid_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        for lo, hi in [(0, prefix), (prefix, seq)] if prefix else [(0, seq)]:
+            rows = ids[:1, lo:hi] if hi == prefix else ids[:, lo:hi]
+            if lo == prefix and prefix:
+                cache = self._repeat_cache(cache, batch)
+            want = [c - lo for c in cols if lo <= c < hi]
+            hooks = self._edit_hooks(edits, seq, batch, window=(lo, hi))
+            captured: dict[str | int, torch.Tensor] = {}
+            for layer in layers:
+                site = self.site(f"blocks.{layer}.hook_resid_pre")
+                hooks.setdefault(site, []).append(self._store_fn(captured, layer, want))
+            few = positions is not None and len(want) < hi - lo
+            if few:  # unembed only the wanted positions
+                hooks.setdefault(final, []).append(self._store_fn(captured, "final", want))
+                self._run(rows, hooks, self.n_layers, cache)
+                logits = self._unembed(captured["final"])
+            else:
+                out = self._run(rows, hooks, None, cache)
+                assert out is not None
+                logits = out  # every column of the window is wanted
+            missing = set(layers) - set(captured)
+            if missing:
+                raise RuntimeError(
+                    f"{self.name}: probe hooks at layers {sorted(missing)} never ran"
+                )
+            expand = batch // rows.shape[0]  # the shared prefix ran on one row
+            logit_parts.append(logits.expand(batch, *logits.shape[1:]) if expand > 1 else logits)
+            for layer in layers:
+                x = captured[layer]
+                resid_parts[layer].append(x.expand(batch, *x.shape[1:]) if expand > 1 else x)
+
+        def join(parts: list[torch.Tensor]) -> torch.Tensor:
+            x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            if positions is None:
+                return x
+            return x[:, [cols.index(p % seq) for p in positions]]  # the caller's order
+
+        resid = {layer: join(parts) for layer, parts in resid_parts.items()}
+        return join(logit_parts).detach(), resid, cache
 
     # --- the protocol ----------------------------------------------------------------------------
 
@@ -338,37 +466,29 @@ class TorchBackend(ABC):
 
     @torch.no_grad()
     def logits(self, tokens: TokenBatch, edits: Sequence[Edit] = ()) -> torch.Tensor:
-        ids = self._ids(tokens)
-        hooks = self._edit_hooks(edits, ids.shape[1], ids.shape[0])
-        out = self._forward(ids, hooks, None)
-        assert out is not None
-        return out.detach()
+        logits, _, _ = self._pass(self._ids(tokens), edits)
+        return logits
 
     @torch.no_grad()
     def probe(
-        self, tokens: TokenBatch, edits: Sequence[Edit] = (), *, layers: Sequence[int] = ()
+        self,
+        tokens: TokenBatch,
+        edits: Sequence[Edit] = (),
+        *,
+        layers: Sequence[int] = (),
+        positions: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Final logits and the residual entering each block in `layers`, from one edited pass
-        (captured after the edits at `blocks.L.hook_resid_pre`)."""
-        ids = self._ids(tokens)
-        hooks = self._edit_hooks(edits, ids.shape[1], ids.shape[0])
-        captured: dict[int, torch.Tensor] = {}
-        for layer in layers:
-            if not 0 <= layer < self.n_layers:
-                raise ConfigError(f"probe layer {layer} not in [0, {self.n_layers})")
-            site = self.site(f"blocks.{layer}.hook_resid_pre")
-            hooks.setdefault(site, []).append(self._store_fn(captured, layer))  # after edits
-        out = self._forward(ids, hooks, None)
-        assert out is not None
-        missing = set(layers) - set(captured)
-        if missing:
-            raise RuntimeError(f"{self.name}: probe hooks at layers {sorted(missing)} never ran")
-        return out.detach(), {layer: captured[layer] for layer in layers}
+        (captured after the edits at `blocks.L.hook_resid_pre`), at `positions` (None: all)."""
+        logits, resid, _ = self._pass(self._ids(tokens), edits, layers=layers, positions=positions)
+        return logits, resid
 
     @staticmethod
-    def _store_fn(captured: dict[int, torch.Tensor], layer: int) -> HookFn:
+    def _store_fn(
+        captured: dict[str | int, torch.Tensor], key: str | int, positions: list[int]
+    ) -> HookFn:
         def fn(x: torch.Tensor) -> None:
-            captured[layer] = x.detach().clone()
+            captured[key] = x[:, positions].detach().clone()
 
         return fn
 
@@ -397,23 +517,134 @@ class TorchBackend(ABC):
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> list[str]:
-        """Batched generation, recomputing the full (right-padded) context at every step.
+        """Batched generation. Edits apply at every step; their positions count from the start of
+        the prompt (negative positions are refused: the end moves as tokens are added).
 
-        Edits apply at every step; their positions count from the start of the prompt.
-        """
+        A caching backend runs prompts of one length with a KV cache (one new token per step);
+        otherwise each step recomputes the whole right-padded context."""
         if not prompts:
             return []
-        if temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        self._check_generation(edits, temperature)
         rows = self.tokenize(prompts).rows()
         lengths = [len(r) for r in rows]
         if min(lengths) == 0:
             raise EmptyDatasetError("a prompt has no tokens")
-        hooks_check = self._edit_hooks(edits, min(lengths), len(rows))
-        del hooks_check  # validated before any model work
+        self._edit_hooks(edits, min(lengths), len(rows))  # validated before any model work
+        pick = self._picker(temperature, seed)
+        if self.caching and len(set(lengths)) == 1:
+            ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+            logits, _, cache = self._pass(ids, edits, positions=[ids.shape[1] - 1], keep_cache=True)
+            new = self._decode(
+                logits[:, -1], cache, edits, (len(ids), ids.shape[1]), max_new_tokens, pick
+            )
+        else:
+            new = self._generate_recompute(rows, edits, max_new_tokens, pick)
+        return [self.decode(self._until_eos(ids)) for ids in new]
+
+    @torch.no_grad()
+    def probe_and_generate(
+        self,
+        tokens: TokenBatch,
+        edits: Sequence[Edit] = (),
+        *,
+        layers: Sequence[int] = (),
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], list[list[int]]]:
+        """`probe` at each row's last token and each row's continuation (token ids, up to the
+        end-of-text token), from the same edited pass: a caching backend decodes from that pass's
+        KV cache. Rows must have one length (no padding); edits as in `generate`."""
+        ids = self._ids(tokens)
+        if not np.asarray(tokens.mask).all():
+            raise ConfigError("probe_and_generate needs rows of one length (no padding)")
+        self._check_generation(edits, temperature)
+        pick = self._picker(temperature, seed)
+        length = ids.shape[1]
+        logits, resid, cache = self._pass(
+            ids, edits, layers=layers, positions=[length - 1], keep_cache=self.caching
+        )
+        if self.caching:
+            new = self._decode(
+                logits[:, -1], cache, edits, (len(ids), ids.shape[1]), max_new_tokens, pick
+            )
+        else:
+            new = self._generate_recompute(ids.tolist(), edits, max_new_tokens, pick)
+        return (
+            logits[:, -1],
+            {k: v[:, -1] for k, v in resid.items()},
+            [self._until_eos(row) for row in new],
+        )
+
+    @staticmethod
+    def _check_generation(edits: Sequence[Edit], temperature: float) -> None:
+        if temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        for edit in edits:
+            if any(p < 0 for p in getattr(edit, "positions", None) or ()):
+                raise ConfigError(
+                    f"generate: edit positions count from the prompt's start; got {edit.positions}"
+                )
+
+    @staticmethod
+    def _picker(temperature: float, seed: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The next-token rule: argmax at temperature 0, else seeded sampling."""
         generator = torch.Generator(device="cpu")
         if seed is not None:
             generator.manual_seed(seed)
+
+        def pick(last: torch.Tensor) -> torch.Tensor:
+            last = last.float().cpu()
+            if temperature > 0:
+                probs = torch.softmax(last / temperature, dim=-1)
+                return torch.multinomial(probs, 1, generator=generator)[:, 0]
+            return last.argmax(dim=-1)
+
+        return pick
+
+    def _until_eos(self, ids: list[int]) -> list[int]:
+        if self.eos_token_id is not None and self.eos_token_id in ids:
+            return ids[: ids.index(self.eos_token_id)]
+        return ids
+
+    def _decode(
+        self,
+        last: torch.Tensor,
+        cache: Any,
+        edits: Sequence[Edit],
+        shape: tuple[int, int],
+        max_new_tokens: int,
+        pick: Callable[[torch.Tensor], torch.Tensor],
+    ) -> list[list[int]]:
+        """Continue `shape` = (rows, prompt length) rows from the logits of their last token and
+        the KV cache after the prompt, one new token per step."""
+        batch, length = shape
+        new: list[torch.Tensor] = []
+        ended = torch.zeros(batch, dtype=torch.bool)
+        for step in range(max_new_tokens):
+            nxt = pick(last)
+            new.append(nxt)
+            if self.eos_token_id is not None:
+                ended |= nxt == self.eos_token_id
+            if step == max_new_tokens - 1 or bool(ended.all()):
+                break
+            column = length + step
+            hooks = self._edit_hooks(edits, length, batch, window=(column, column + 1))
+            out = self._run(nxt[:, None].to(self.device), hooks, None, cache)
+            assert out is not None
+            last = out[:, -1]
+        if not new:
+            return [[] for _ in range(batch)]
+        return [[int(t) for t in row] for row in torch.stack(new, dim=1).tolist()]
+
+    def _generate_recompute(
+        self,
+        rows: list[list[int]],
+        edits: Sequence[Edit],
+        max_new_tokens: int,
+        pick: Callable[[torch.Tensor], torch.Tensor],
+    ) -> list[list[int]]:
+        lengths = [len(r) for r in rows]
         width = max(lengths) + max_new_tokens
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         for i, row in enumerate(rows):
@@ -423,24 +654,11 @@ class TorchBackend(ABC):
         for _ in range(max_new_tokens):
             seq = int(current.max())
             batch = ids[:, :seq].to(self.device)
-            with torch.no_grad():
-                logits = self._forward(batch, self._edit_hooks(edits, seq, len(rows)), None)
+            logits = self._forward(batch, self._edit_hooks(edits, seq, len(rows)), None)
             assert logits is not None
-            last = logits[arange, current - 1].float().cpu()
-            if temperature > 0:
-                probs = torch.softmax(last / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            else:
-                nxt = last.argmax(dim=-1)
-            ids[arange, current] = nxt
+            ids[arange, current] = pick(logits[arange, current - 1])
             current += 1
-        texts = []
-        for i, start in enumerate(lengths):
-            new = ids[i, start : start + max_new_tokens].tolist()
-            if self.eos_token_id is not None and self.eos_token_id in new:
-                new = new[: new.index(self.eos_token_id)]
-            texts.append(self.decode(new))
-        return texts
+        return [ids[i, start : start + max_new_tokens].tolist() for i, start in enumerate(lengths)]
 
     @torch.no_grad()
     def unembed(self, direction: Any) -> torch.Tensor:

@@ -1,6 +1,15 @@
-"""saexplain-transformerlens: a saexplain backend over TransformerLens models.
+"""saexplain-transformerlens: saexplain backends over TransformerLens models.
 
-Importing this module stays light: torch and transformer_lens load only when a backend is built.
+Two backend names, one per TransformerLens API:
+
+- `transformerlens`: a `HookedTransformer` (or SAELens's `HookedSAETransformer`), through
+  `TransformerLensBackend`. Handed a `TransformerBridge`, it passes it on to the bridge backend, so
+  configs naming `transformerlens` keep working with TransformerLens 4 (bridge only).
+- `transformerlens-bridge`: a `TransformerBridge` (TransformerLens 3.9's new API), through
+  `TransformerBridgeBackend`.
+
+`detect_backend` tells them apart by class name. Importing this module stays light: torch and
+transformer_lens load only when a backend is built.
 """
 
 from __future__ import annotations
@@ -11,12 +20,27 @@ from saexplain import hookimpl
 from saexplain.hookspecs import Register
 
 NAME = "transformerlens"
-_CLASSES = {"HookedTransformer"}  # TransformerBridge: not yet verified
+BRIDGE_NAME = "transformerlens-bridge"
+
+
+def _tl_class(model: object, names: set[str]) -> bool:
+    return any(
+        cls.__module__.startswith("transformer_lens") and cls.__name__ in names
+        for cls in type(model).__mro__
+    )
+
+
+def is_bridge(model: object) -> bool:
+    """Whether `model` is a TransformerLens `TransformerBridge` (by class name: no import)."""
+    return _tl_class(model, {"TransformerBridge"})
 
 
 def make_backend(model: Any, **settings: Any) -> Any:
-    """Backend factory: a HookedTransformer or HookedSAETransformer, or a model name that
-    `HookedSAETransformer.from_pretrained` knows."""
+    """Backend factory: a HookedTransformer or HookedSAETransformer, a model name that
+    `HookedSAETransformer.from_pretrained` knows, or a TransformerBridge (given to
+    `make_bridge_backend`)."""
+    if is_bridge(model):
+        return make_bridge_backend(model, **settings)
     from saexplain_transformerlens.backend import TransformerLensBackend
 
     if isinstance(model, str):
@@ -27,15 +51,40 @@ def make_backend(model: Any, **settings: Any) -> Any:
     return TransformerLensBackend(model, **settings)
 
 
+def make_bridge_backend(model: Any, **settings: Any) -> Any:
+    """Backend factory: a TransformerBridge, or a model name or local directory that
+    `TransformerBridge.boot_transformers` loads (settings `device` and `dtype`, a torch dtype or
+    its name, are passed to it)."""
+    from saexplain_transformerlens.bridge import TransformerBridgeBackend
+
+    if isinstance(model, str):
+        import torch
+        from transformer_lens.model_bridge import TransformerBridge
+
+        boot = {key: settings.pop(key) for key in ("device", "dtype") if key in settings}
+        if isinstance(boot.get("dtype"), str):
+            boot["dtype"] = getattr(torch, boot["dtype"])
+        settings.setdefault("model_id", model)
+        model = TransformerBridge.boot_transformers(model, **boot)
+    return TransformerBridgeBackend(model, **settings)
+
+
 @hookimpl
 def register_backends(register: Register) -> None:
-    register(NAME, make_backend, description="HookedTransformer / HookedSAETransformer")
+    register(
+        NAME,
+        make_backend,
+        description="HookedTransformer / HookedSAETransformer (a TransformerBridge is passed on)",
+    )
+    register(BRIDGE_NAME, make_bridge_backend, description="TransformerLens TransformerBridge")
 
 
 @hookimpl
 def detect_backend(model: object) -> str | None:
-    """HookedTransformer and its subclasses (HookedSAETransformer, user subclasses)."""
-    for cls in type(model).__mro__:
-        if cls.__module__.startswith("transformer_lens") and cls.__name__ in _CLASSES:
-            return NAME
+    """HookedTransformer and its subclasses (HookedSAETransformer, user subclasses), and
+    TransformerBridge."""
+    if is_bridge(model):
+        return BRIDGE_NAME
+    if _tl_class(model, {"HookedTransformer"}):
+        return NAME
     return None
