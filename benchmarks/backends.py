@@ -9,7 +9,12 @@ and a late layer. Baselines, each timed here:
 - that truncated pass plus the SAE's own `encode` on its output: the least work any tool must do,
   so `latent_acts / this` is the cost of the capture machinery itself;
 - TransformerLens's own `stop_at_layer` pass, the TransformerLens backend's reference (its
-  attention is not the transformers one, so its speed is not the backend's doing).
+  attention is not the transformers one, so its speed is not the backend's doing), and the
+  TransformerBridge's own `stop_at_layer` pass, the bridge backend's (the bridge wraps every
+  module of the transformers model in hook points).
+
+Backends: `transformerlens` (HookedTransformer), `transformerlens-bridge` (a TransformerBridge
+over a copy of the same transformers model) and `nnsight` (the transformers model itself).
 
 Target: caching costs <= 1.1x the truncated forward pass, and less than the full forward pass
 for early layers.
@@ -19,10 +24,12 @@ for early layers.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import time
 import warnings
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,9 +40,11 @@ from saexplain_nnsight.backend import NNsightBackend  # noqa: E402
 from saexplain_saelens import SAELensCoder  # noqa: E402
 from saexplain_saelens.testing import make_sae, smollm2  # noqa: E402
 from saexplain_transformerlens.backend import TransformerLensBackend  # noqa: E402
+from saexplain_transformerlens.bridge import TransformerBridgeBackend  # noqa: E402
 from saexplain_transformerlens.convert import hooked_transformer_from_hf  # noqa: E402
+from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
-BATCH, SEQ, REPEATS = 8, 64, 5
+BATCH, SEQ, REPEATS = 8, 64, 7
 LAYERS = {"early": 3, "late": 26}
 
 
@@ -72,20 +81,32 @@ def corpus_texts(n: int) -> list[str]:
     return [d for d in docs if len(d) > 800][:n]
 
 
-def best_of(fn) -> float:
-    fn()  # warm-up
-    times = []
+def best_of(arms: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Each arm's best time over REPEATS rounds; the arms take turns within a round, so load
+    from elsewhere on the machine hits them alike."""
+    for fn in arms.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in arms.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
     hf, tok = smollm2()
     hooked = hooked_transformer_from_hf(hf, tok)
-    backends = [TransformerLensBackend(hooked), NNsightBackend(hf, tokenizer=tok)]
+    # booting wraps the model's blocks in place: the bridge gets its own copy
+    bridge = TransformerBridge.boot_transformers(
+        "smollm2", hf_model=copy.deepcopy(hf), tokenizer=tok, device="cpu"
+    )
+    backends = [
+        TransformerLensBackend(hooked),
+        TransformerBridgeBackend(bridge),
+        NNsightBackend(hf, tokenizer=tok),
+    ]
     tokens = backends[0].tokenize(corpus_texts(BATCH), max_length=SEQ)
     assert tokens.mask.all(), "use texts long enough to fill every row"
     ids = torch.as_tensor(tokens.ids)
@@ -106,36 +127,50 @@ def main() -> None:
         if sae is not None:
             sae.encode(hidden)  # type: ignore[attr-defined]
 
-    t_full = best_of(full)
+    t_full = best_of({"full": full})["full"]
     rows = [("bare full forward", "-", t_full, float("nan"), 1.0)]
     ratios: dict[str, float] = {}
     d = backends[0].d_model
     for label, layer in LAYERS.items():
-        hook = f"blocks.{layer}.hook_resid_pre"
-        sae = make_sae("topk", d, 8 * d, hook, k=64)
+        sae = make_sae("topk", d, 8 * d, f"blocks.{layer}.hook_resid_pre", k=64)
         coder = SAELensCoder(sae)
-        t_trunc = best_of(lambda k=layer: truncated(k))
-        t_floor = best_of(lambda k=layer, s=sae: truncated(k, s))
-        t_tl = best_of(torch.no_grad()(lambda k=layer: hooked(ids, stop_at_layer=k)))
+        arms: dict[str, Callable[[], object]] = {
+            "truncated": lambda k=layer: truncated(k),
+            "floor": lambda k=layer, s=sae: truncated(k, s),
+            "tl_own": torch.no_grad()(lambda k=layer: hooked(ids, stop_at_layer=k)),
+            "bridge_own": torch.no_grad()(lambda k=layer: bridge(ids, stop_at_layer=k)),
+        }
+        for backend in backends:
+            arms[backend.name] = lambda b=backend, c=coder: b.latent_acts(tokens, [c])
+        t = best_of(arms)
+        t_trunc, t_floor, t_tl = t["truncated"], t["floor"], t["tl_own"]
         rows.append((f"bare forward to layer {layer}", label, t_trunc, 1.0, t_trunc / t_full))
         rows.append(("  + SAE encode", label, t_floor, t_floor / t_trunc, t_floor / t_full))
         rows.append(("  TransformerLens stop_at_layer", label, t_tl, t_tl / t_trunc, t_tl / t_full))
+        t_br = t["bridge_own"]
+        rows.append(
+            ("  TransformerBridge stop_at_layer", label, t_br, t_br / t_trunc, t_br / t_full)
+        )
+        own_pass = {"transformerlens": t_tl, "transformerlens-bridge": t_br}
         for backend in backends:
-            t = best_of(lambda b=backend, c=coder: b.latent_acts(tokens, [c]))
-            own = t_tl if backend.name == "transformerlens" else t_trunc
-            rows.append((f"{backend.name} latent_acts", label, t, t / t_trunc, t / t_full))
+            tb = t[backend.name]
+            own = own_pass.get(backend.name, t_trunc)
+            rows.append((f"{backend.name} latent_acts", label, tb, tb / t_trunc, tb / t_full))
             key = f"{backend.name}_{label}"
-            ratios[f"{key}_vs_truncated"] = t / t_trunc
-            ratios[f"{key}_vs_own_truncated_plus_encode"] = t / (own + t_floor - t_trunc)
-            ratios[f"{key}_vs_full"] = t / t_full
+            ratios[f"{key}_vs_truncated"] = tb / t_trunc
+            ratios[f"{key}_vs_own_truncated_plus_encode"] = tb / (own + t_floor - t_trunc)
+            ratios[f"{key}_vs_full"] = tb / t_full
 
     print(
-        f"SmolLM2-135M, {BATCH}x{SEQ} tokens, top-k SAE d_sae={8 * d} k=64, best of {REPEATS}, "
-        f"torch threads={torch.get_num_threads()}"
+        f"SmolLM2-135M, {BATCH}x{SEQ} tokens, top-k SAE d_sae={8 * d} k=64, best of {REPEATS} "
+        f"(arms interleaved), torch threads={torch.get_num_threads()}"
     )
-    print(f"{'what':32} {'layer':6} {'seconds':>8} {'tok/s':>9} {'/trunc':>7} {'/full':>7}")
-    for what, label, t, vs_trunc, vs_full in rows:
-        print(f"{what:32} {label:6} {t:8.3f} {n_tokens / t:9.0f} {vs_trunc:7.2f} {vs_full:7.2f}")
+    print(f"{'what':36} {'layer':6} {'seconds':>8} {'tok/s':>9} {'/trunc':>7} {'/full':>7}")
+    for what, label, t_row, vs_trunc, vs_full in rows:
+        print(
+            f"{what:36} {label:6} {t_row:8.3f} {n_tokens / t_row:9.0f} {vs_trunc:7.2f} "
+            f"{vs_full:7.2f}"
+        )
     parts = " ".join(f"{k}={v:.2f}" for k, v in ratios.items())
     print(
         f"RESULT backends {parts} target cache<=1.1x truncated forward, "

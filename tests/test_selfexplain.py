@@ -168,6 +168,26 @@ def test_calibrated_threshold_is_a_null_level_of_random_directions(backend, code
         explainer.calibrate(backend, n_random=0)
 
 
+def test_auto_threshold_is_calibrated_once_on_the_run(backend, coder):
+    explainer = SelfExplainer(n_scales=8, max_new_tokens=2, min_selfsim="auto")
+    first = explain(explainer, backend, coder, 0)
+    level = first.evidence["min_selfsim"]
+    assert level == pytest.approx(SelfExplainer(n_scales=8).calibrate(backend), abs=1e-6)
+    assert first.settings["min_selfsim"] == "auto"
+    fixed = SelfExplainer(n_scales=8, max_new_tokens=2, min_selfsim=level)
+    explain(fixed, backend, coder, 1)  # warm its prompt cache
+    before = backend.forward_calls
+    explain(fixed, backend, coder, 1)
+    cost = backend.forward_calls - before
+    before = backend.forward_calls
+    second = explain(explainer, backend, coder, 1)
+    assert backend.forward_calls - before == cost, "calibrated once, not once per latent"
+    assert second.evidence["min_selfsim"] == level
+    assert (second.status is Status.FAILED) == (second.evidence["peak_selfsim"] < level)
+    with pytest.raises(ConfigError, match="auto"):
+        SelfExplainer(min_selfsim="high")
+
+
 def test_sampled_generation_is_seeded():
     runs = []
     for _ in range(2):  # fresh backends: the fake's word vocabulary grows as it tokenizes

@@ -4,7 +4,9 @@ Rows that share a prefix compute it once (one row, its cache repeated for the ot
 with `positions` unembeds only those positions, and generation of equal-length prompts runs one
 new token per step. Each is compared with the same backend told not to cache (`caching = False`),
 which recomputes everything, under every edit kind, on tiny GPT-2 and Llama models through
-TransformerLens and nnsight."""
+TransformerLens (HookedTransformer and TransformerBridge) and nnsight."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -31,7 +33,9 @@ def _pair(make):
     return cached, plain
 
 
-@pytest.fixture(scope="module", params=[(f, b) for f in sorted(FAMILIES) for b in ("tl", "nn")])
+@pytest.fixture(
+    scope="module", params=[(f, b) for f in sorted(FAMILIES) for b in ("tl", "nn", "bridge")]
+)
 def backends(request):
     family, which = request.param
     tok = gpt2_tokenizer()
@@ -39,6 +43,15 @@ def backends(request):
     if which == "tl":
         model = convert.hooked_transformer_from_hf(hf, tok)
         return _pair(lambda: tl_backend.TransformerLensBackend(model))
+    if which == "bridge":
+        from saexplain_transformerlens.bridge import TransformerBridgeBackend
+        from transformer_lens.model_bridge import TransformerBridge
+
+        # booting wraps the model's blocks in place: the bridge gets its own copy
+        bridge = TransformerBridge.boot_transformers(
+            f"tiny-{family}", hf_model=copy.deepcopy(hf), tokenizer=tok, device="cpu"
+        )
+        return _pair(lambda: TransformerBridgeBackend(bridge))
     return _pair(lambda: nn_backend.NNsightBackend(hf, tokenizer=tok))
 
 

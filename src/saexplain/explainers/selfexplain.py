@@ -338,8 +338,9 @@ class SelfExplainer:
       answers are the explanations (every scale's answer is kept in the evidence).
     - `max_new_tokens` (24), `temperature` (0.0 = greedy; sampled with a seed per latent).
     - `batch_size` (32): rows per forward pass; memory grows with rows * prompt length * vocab.
-    - `min_selfsim` (0.01): peak self-similarity below it marks the latent not self-explainable
-      (`calibrate` gives a null level for a model).
+    - `min_selfsim` (0.01): peak self-similarity below it marks the latent not self-explainable.
+      `"auto"`: calibrated on the run, once per model, by `calibrate` (the level random
+      directions reach); the level used is recorded in each explanation's evidence.
     """
 
     name = "selfexplain"
@@ -358,7 +359,7 @@ class SelfExplainer:
         max_new_tokens: int = 24,
         temperature: float = 0.0,
         batch_size: int = 32,
-        min_selfsim: float = 0.01,
+        min_selfsim: float | str = 0.01,
     ) -> None:
         if isinstance(prompts, str):
             prompts = (prompts,)
@@ -394,7 +395,13 @@ class SelfExplainer:
         self.patch_layer, self.probe_layer, self.probe_depth = patch_layer, probe_layer, probe_depth
         self.alpha, self.top_k = float(alpha), top_k
         self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
-        self.batch_size, self.min_selfsim = batch_size, float(min_selfsim)
+        if isinstance(min_selfsim, str) and min_selfsim != "auto":
+            raise ConfigError(f'min_selfsim must be a number or "auto", got {min_selfsim!r}')
+        self.batch_size = batch_size
+        self.min_selfsim: float | str = (
+            min_selfsim if isinstance(min_selfsim, str) else float(min_selfsim)
+        )
+        self._calibrated: dict[str, float] = {}
         self._prepared: dict[tuple[str, str], tuple[PreparedPrompt, float]] = {}
 
     def settings(self) -> dict[str, JsonValue]:
@@ -458,25 +465,38 @@ class SelfExplainer:
             raise ConfigError(
                 f"need n_random >= 1 and quantile in [0, 1], got {n_random}, {quantile}"
             )
+        with _MODEL_LOCK:
+            return self._calibrate(backend, n_random=n_random, quantile=quantile, seed=seed)
+
+    def _calibrate(self, backend: Backend, *, n_random: int, quantile: float, seed: int) -> float:
         patch, probe = self.layers(backend)
         prompt, norm = self.prepared(backend, self.templates[0])
         scales = np.linspace(0.0, self.max_scale, self.n_scales) * norm
         rng = np.random.default_rng(seed)
         peaks = []
-        with _MODEL_LOCK:
-            for _ in range(n_random):
-                direction = rng.normal(size=backend.d_model)
-                metrics = sweep(
-                    backend,
-                    prompt,
-                    direction,
-                    scales,
-                    patch_layer=patch,
-                    probe_layer=probe,
-                    batch_size=self.batch_size,
-                )
-                peaks.append(float(metrics.selfsim.max()))
+        for _ in range(n_random):
+            direction = rng.normal(size=backend.d_model)
+            metrics = sweep(
+                backend,
+                prompt,
+                direction,
+                scales,
+                patch_layer=patch,
+                probe_layer=probe,
+                batch_size=self.batch_size,
+            )
+            peaks.append(float(metrics.selfsim.max()))
         return float(np.quantile(peaks, quantile))
+
+    def threshold(self, backend: Backend) -> float:
+        """The `min_selfsim` level in force for this backend's model (calibrated once when
+        "auto"; call under the model lock)."""
+        if not isinstance(self.min_selfsim, str):
+            return self.min_selfsim
+        key = f"{backend.name}:{backend.model_id}:{id(backend)}"
+        if key not in self._calibrated:
+            self._calibrated[key] = self._calibrate(backend, n_random=16, quantile=0.9, seed=0)
+        return self._calibrated[key]
 
     async def explain(self, record: LatentRecord, ctx: MethodContext) -> Explanation:
         if ctx.backend is None or ctx.coder is None:
@@ -566,10 +586,12 @@ class SelfExplainer:
                 "generations": generations,
             }
             best.append(next((a for a in answers if a), ""))
+        level = self.threshold(backend)
         evidence: dict[str, JsonValue] = {
             "patch_layer": patch,
             "probe_layer": probe,
             "peak_selfsim": round(max(peaks), 6),
+            "min_selfsim": round(level, 6),
             "prompts": results,
         }
         settings = self.settings() | {"patch_layer": patch, "probe_layer": probe}
@@ -579,13 +601,14 @@ class SelfExplainer:
             "settings": settings,
             "evidence": evidence,
         }
-        if max(peaks) < self.min_selfsim:
+        if max(peaks) < level:
+            how = " (calibrated)" if self.min_selfsim == "auto" else ""
             return Explanation(
                 **common,
                 status=Status.FAILED,
                 error=(
                     f"not self-explainable: peak self-similarity {max(peaks):.4f} < min_selfsim "
-                    f"{self.min_selfsim} (probe layer {probe}, patch layer {patch})"
+                    f"{level:.4f}{how} (probe layer {probe}, patch layer {patch})"
                 ),
             )
         if not best[0]:

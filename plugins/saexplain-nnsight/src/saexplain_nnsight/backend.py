@@ -11,12 +11,11 @@ Early stopping: `tracer.stop()` right after the deepest hooked module. KV cachin
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from saexplain_saelens.torch_backend import Hooks, TorchBackend, run_hook_fns
+from saexplain_saelens.torch_backend import Hooks, TorchBackend, TransformersCache, run_hook_fns
 
 from saexplain.errors import BackendError, ConfigError
 
@@ -93,7 +92,7 @@ def _dims(config: Any) -> dict[str, int]:
     }
 
 
-class NNsightBackend(TorchBackend):
+class NNsightBackend(TransformersCache, TorchBackend):
     name = "nnsight"
 
     def __init__(self, model: Any, *, tokenizer: Any = None, model_id: str | None = None) -> None:
@@ -124,6 +123,7 @@ class NNsightBackend(TorchBackend):
                 f"got model_type={model_type!r}"
             )
         self.lm, self.hf, self.layout = lm, hf, LAYOUTS[model_type]
+        self.hf_config = config
         param = next(hf.parameters())
         super().__init__(
             model_id=model_id or str(getattr(config, "name_or_path", "") or model_type),
@@ -132,18 +132,6 @@ class NNsightBackend(TorchBackend):
             dtype=param.dtype,
             **_dims(config),
         )
-
-    caching = True
-
-    def _new_cache(self, batch: int) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.hf.config)
-
-    def _repeat_cache(self, cache: Any, n: int) -> Any:
-        repeated = copy.deepcopy(cache)
-        repeated.batch_repeat_interleave(n)
-        return repeated
 
     def _forward(
         self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None

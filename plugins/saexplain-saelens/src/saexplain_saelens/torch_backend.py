@@ -24,6 +24,7 @@ mask: real positions never attend to the padding after them.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -75,6 +76,24 @@ def _in_window(
     lo, hi = window
     local = [p % seq - lo for p in positions if lo <= p % seq < hi]
     return local or None
+
+
+class TransformersCache:
+    """KV caching through a transformers `DynamicCache`, for backends over a transformers model
+    (mixed in before `TorchBackend`; the subclass sets `hf_config`)."""
+
+    caching = True
+    hf_config: Any
+
+    def _new_cache(self, batch: int) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf_config)
+
+    def _repeat_cache(self, cache: Any, n: int) -> Any:
+        repeated = copy.deepcopy(cache)
+        repeated.batch_repeat_interleave(n)
+        return repeated
 
 
 class TorchBackend(ABC):

@@ -3,7 +3,8 @@ transformers model; TransformerLens 4 keeps only this one).
 
 Canonical hook names are the bridge's own TransformerLens-style aliases (`blocks.L.hook_resid_pre`
 is the block's `hook_in`, `attn.hook_z` the output projection's input, ...), looked up in
-`bridge.hook_dict`; hooks are attached with `bridge.hooks(...)` under the hook point's own name.
+`bridge.hook_dict` (read once, when the backend is built: wrap the bridge after any weight
+processing); hooks are attached to those hook points directly.
 Attention `hook_z` arrives as (batch, pos, n_heads, d_head) and is flattened to
 `n_heads * d_head`. Both a plain bridge and one in compatibility mode work; weight processing
 (`enable_compatibility_mode()` folds and centers by default) changes the residual stream exactly as
@@ -19,7 +20,8 @@ Two places where the bridge differs from `HookedTransformer` are handled here:
   layout (`BlockBridge`: attention, then MLP, each added to the residual) have it; elsewhere (e.g.
   parallel attention/MLP blocks) the name raises `HookNameError`.
 - Early stopping: a private exception is raised right after the functions at the deepest hooked
-  site have run, and caught here; the hooks are removed by `bridge.hooks(...)` in `finally`.
+  site have run, and caught here; the hooks (plain torch forward hooks on the hook points) are
+  removed in `finally`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from typing import Any
 
 import torch
 from saexplain_saelens.hooks import SITES, HookSite
-from saexplain_saelens.torch_backend import HookFn, Hooks, TorchBackend, run_hook_fns
+from saexplain_saelens.torch_backend import (
+    HookFn,
+    Hooks,
+    TorchBackend,
+    TransformersCache,
+    run_hook_fns,
+)
 
 from saexplain.errors import BackendError, HookNameError
 from saexplain_transformerlens import BRIDGE_NAME, is_bridge
@@ -78,7 +86,7 @@ def _bridge_hook(
     return hook
 
 
-class TransformerBridgeBackend(TorchBackend):
+class TransformerBridgeBackend(TransformersCache, TorchBackend):
     """The `transformerlens-bridge` backend: a `TransformerBridge`.
 
     Same contract and numbers as `TransformerLensBackend` over the same weights (a bridge gives
@@ -100,6 +108,9 @@ class TransformerBridgeBackend(TorchBackend):
                 "blocks/unembed to hook (encoder-decoder and non-text models are not supported)"
             )
         self.model = model
+        self.hf_config = model.original_model.config  # KV caching: a transformers DynamicCache
+        # `bridge.hook_dict` rebuilds its aliases on every access (~10 ms on a 30-layer model)
+        self.hook_points: dict[str, Any] = dict(model.hook_dict)
         super().__init__(**torch_backend_args(model, tokenizer, model_id))
 
     # --- hook names ------------------------------------------------------------------------------
@@ -113,7 +124,7 @@ class TransformerBridgeBackend(TorchBackend):
 
     def supported_sites(self, layer: int) -> list[str]:
         """The canonical sites of block `layer` this bridge can hook."""
-        names = self.model.hook_dict
+        names = self.hook_points
         return [
             s
             for s in SITES
@@ -136,15 +147,22 @@ class TransformerBridgeBackend(TorchBackend):
     # --- the two primitives ----------------------------------------------------------------------
 
     def _forward(
-        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None
+        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
     ) -> torch.Tensor | None:
         if stop_layer is not None and not hooks:
             return None  # nothing to observe
-        names = self.model.hook_dict
+        kwargs: dict[str, Any] = {}
+        if cache is not None:  # the mask must cover the cached columns too
+            seen = cache.get_seq_length()
+            mask = torch.ones(
+                ids.shape[0], seen + ids.shape[1], dtype=torch.long, device=ids.device
+            )
+            kwargs = {"past_key_values": cache, "use_cache": True, "attention_mask": mask}
+        names = self.hook_points
         deepest = max(hooks) if stop_layer is not None else None
         # resid_mid changes by layer, written through at that block's hook_mlp_out
         pending: dict[int, list[torch.Tensor]] = {s.layer: [] for s in hooks if s.site == _MID}
-        fwd_hooks: list[tuple[str, Callable[..., torch.Tensor | None]]] = []
+        fwd_hooks: list[tuple[Any, Callable[..., torch.Tensor | None]]] = []
         for site in sorted(hooks):
             fn = _bridge_hook(
                 hooks[site],
@@ -153,16 +171,25 @@ class TransformerBridgeBackend(TorchBackend):
                 record_delta=site.site == _MID,
                 stop=site == deepest,
             )
-            fwd_hooks.append((names[site.name].name, fn))  # the point's own name, not an alias
+            fwd_hooks.append((names[site.name], fn))
         for layer, changes in pending.items():
             if HookSite(layer, SITES.index(_MLP_OUT), _MLP_OUT) not in hooks:
-                out = names[f"blocks.{layer}.{_MLP_OUT}"].name
-                fwd_hooks.append((out, _bridge_hook((), pending=changes)))
+                fwd_hooks.append(
+                    (names[f"blocks.{layer}.{_MLP_OUT}"], _bridge_hook((), pending=changes))
+                )
+        # Plain torch hooks on the hook points: `bridge.hooks(...)` rebuilds `hook_dict` for every
+        # hook it adds, which costs more than a shallow forward pass.
+        handles = [
+            point.register_forward_hook(lambda _module, _inputs, out, fn=fn: fn(out))
+            for point, fn in fwd_hooks
+        ]
         try:
-            with self.model.hooks(fwd_hooks=fwd_hooks):
-                logits: torch.Tensor = self.model(ids, return_type="logits")
+            logits: torch.Tensor = self.model(ids, return_type="logits", **kwargs)
         except _StopForward:
             return None
+        finally:
+            for handle in handles:
+                handle.remove()
         return None if stop_layer is not None else logits
 
     def _unembed(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,5 +197,5 @@ class TransformerBridgeBackend(TorchBackend):
 
     def hook_count(self) -> int:
         """Hooks currently attached to the bridge's hook points (0 between calls; for tests)."""
-        points = {id(hp): hp for hp in self.model.hook_dict.values()}
+        points = {id(hp): hp for hp in self.hook_points.values()}
         return sum(len(hp._forward_hooks) for hp in points.values())
