@@ -64,3 +64,19 @@ def test_cli_errors_are_one_line_messages(project, capsys):
     assert main(["run", str(cfg), "n_tokens=-5"]) == 2
     assert "n_tokens" in capsys.readouterr().err
     assert main(["show", str(tmp_path / "nowhere")]) == 2
+
+
+def test_show_reports_a_run_damaged_mid_file_in_one_line(project, capsys):
+    tmp_path, cfg = project
+    assert main(["run", str(cfg), "-q"]) == 0
+    run_dir = tmp_path / "runs" / "clirun"
+    scores = run_dir / "scores.jsonl"
+    lines = scores.read_text().splitlines()
+    assert len(lines) >= 2
+    lines[0] = lines[0][: len(lines[0]) // 2]  # torn in the middle, not at the end
+    scores.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["show", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err and "scores.jsonl:1" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -324,3 +324,17 @@ def test_first_token_answers_read_from_logprobs_alone(cls, planted):
     assert 0.35 <= shuffled.value <= 0.65
     with pytest.raises(ConfigError):
         cls(batch_size=5, answer="first_token")
+
+
+@pytest.mark.parametrize("cls", SCORERS)
+def test_first_token_without_logprobs_is_an_error_score_with_no_call(cls, planted):
+    from saexplain.testing import ScriptedProvider
+
+    llm = ScriptedProvider(lambda r: "[1]")  # no logprobs: the capability is not advertised
+    _, _, records = planted
+    record = records[0]
+    ctx = MethodContext(providers={"scorer": llm}, seed=7)
+    score = run(cls(batch_size=1, answer="first_token"), record, explanation(record, 0), ctx)
+    assert score.status is Status.ERROR and score.value is None
+    assert "needs logprobs" in (score.error or "")
+    assert llm.requests == [], "nothing is sent when the answer cannot be read"
