@@ -113,3 +113,18 @@ def test_padding_and_unembed(family):
     assert torch.allclose(backend.logits(t), ref, atol=1e-5)
     v = torch.randn(backend.d_model)
     assert backend.unembed(v).shape == (hf.config.vocab_size,)
+
+
+def test_a_lazily_loaded_language_model_is_dispatched_when_wrapped(family, tmp_path):
+    """nnsight loads a model named by path on the meta device until first use; the backend reads
+    devices and calls modules directly, so it dispatches the model first."""
+    from nnsight import LanguageModel
+
+    hf, backend, _, _ = family
+    hf.save_pretrained(tmp_path / "model")
+    lm = LanguageModel(str(tmp_path / "model"), tokenizer=gpt2_tokenizer())
+    assert lm.dispatched is False
+    lazy = NNsightBackend(lm)
+    assert lm.dispatched and lazy.device.type != "meta"
+    tokens = backend.tokenize(["a model loaded lazily from a folder"])
+    assert torch.allclose(lazy.logits(tokens), backend.logits(tokens), atol=1e-5)

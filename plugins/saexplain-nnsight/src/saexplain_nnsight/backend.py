@@ -99,6 +99,8 @@ class NNsightBackend(TransformersCache, TorchBackend):
         module = type(model).__module__
         if module.startswith("nnsight"):
             lm = model
+            if getattr(lm, "dispatched", True) is False:
+                lm.dispatch()  # a lazily loaded model: this backend reads and calls its modules
             hf = getattr(model, "_module", None)
         elif module.startswith("transformers") and hasattr(model, "config"):
             if tokenizer is None:
