@@ -12,7 +12,6 @@ once, on first use.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -34,13 +33,20 @@ from saexplain.models import (
 )
 from saexplain.protocols import MethodContext
 from saexplain.render import clean_tokens
-from saexplain.store._io import derive_seed  # the core's one per-latent seed derivation
+
+# The core scorers' own helpers, so this scorer picks, seeds and shows examples exactly as they do.
+from saexplain.scorers._common import (
+    bos_id,
+    error_score,
+    first_shown,
+    latent_seed,
+    select_items,
+)
 
 FloatArray = npt.NDArray[np.float32]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
-_SPECIAL = re.compile(r"^<\|?[^<>\s|]+\|?>$")  # <bos>, <s>, <|endoftext|>
 
 
 def resolve_model(model: str) -> str:
@@ -56,13 +62,8 @@ def resolve_model(model: str) -> str:
 
 
 def context_text(example: Example, bos: int | None = None) -> str:
-    """The context as plain text, a leading BOS token left out."""
-    skip = 0
-    if example.tokens:
-        first_is_bos = example.tokens[0] == bos if bos is not None else False
-        if first_is_bos or (bos is None and _SPECIAL.match(example.str_tokens[0])):
-            skip = 1
-    return "".join(clean_tokens(example.str_tokens[skip:])).strip()
+    """The context as plain text, a leading BOS token left out (as every scorer's prompts do)."""
+    return "".join(clean_tokens(example.str_tokens[first_shown(example, bos) :])).strip()
 
 
 class EmbeddingScorer:
@@ -197,15 +198,8 @@ class EmbeddingScorer:
     ) -> Score:
         settings = self.settings()
 
-        def failed(message: str, status: Status = Status.ERROR) -> Score:
-            return Score(
-                latent=record.latent,
-                scorer=self.name,
-                explainer=explanation.explainer,
-                status=status,
-                error=message,
-                settings=settings,
-            )
+        def failed(message: str) -> Score:
+            return error_score(record, explanation, self.name, settings, message)
 
         if explanation.status is not Status.OK:
             return failed(f"explanation has status {explanation.status.value}: {explanation.error}")
@@ -214,21 +208,12 @@ class EmbeddingScorer:
                 "embedding needs activating scoring examples and non-activating examples; the "
                 f"record has {len(record.scoring_examples)} and {len(record.non_activating)}"
             )
-        seed = derive_seed(ctx.seed, record.latent.coder_id, record.latent.index, self.name)
+        seed = latent_seed(ctx, record, self.name)
         rng = np.random.default_rng(seed)
-        bos = ctx.backend.bos_token_id if ctx.backend is not None else None
-        items: list[tuple[int, Example, bool]] = []
-        offset = 0
-        for examples, truth, cap in (
-            (record.scoring_examples, True, self.max_activating),
-            (record.non_activating, False, self.max_negatives),
-        ):
-            keep: list[int] = list(range(len(examples)))
-            if cap is not None and cap < len(examples):
-                keep = sorted(int(i) for i in rng.choice(len(examples), size=cap, replace=False))
-            items.extend((offset + i, examples[i], truth) for i in keep)
-            offset += len(examples)
-        texts = [context_text(e, bos) for _, e, _ in items]
+        items = select_items(
+            record, rng, max_activating=self.max_activating, max_negatives=self.max_negatives
+        )
+        texts = [context_text(item.example, bos_id(ctx)) for item in items]
         query = " ".join(explanation.text.split())
         try:
             docs, q = await asyncio.to_thread(self._embed_all, texts, query)
@@ -237,7 +222,7 @@ class EmbeddingScorer:
                 f"could not load or run embedding model {self.model!r}: {type(e).__name__}: {e}"
             )
         sims = docs @ q
-        labels = [t for _, _, t in items]
+        labels = [item.truth for item in items]
         # Retrieve as many contexts as are activating (R-precision): a yes/no per context.
         n_pos = sum(labels)
         ranked = np.argsort(-sims, kind="stable")
@@ -245,13 +230,13 @@ class EmbeddingScorer:
         retrieved[ranked[:n_pos]] = True
         predictions = tuple(
             Prediction(
-                item=index,
-                truth=t,
+                item=item.index,
+                truth=item.truth,
                 predicted=bool(retrieved[k]),
                 probability=float(np.clip((sims[k] + 1.0) / 2.0, 0.0, 1.0)),
-                quantile=example.quantile if t else None,
+                quantile=item.example.quantile if item.truth else None,
             )
-            for k, (index, example, t) in enumerate(items)
+            for k, item in enumerate(items)
         )
         metrics = classification_metrics(predictions)
         value = auroc(labels, sims.tolist())
