@@ -49,9 +49,9 @@ class CountingProvider:
         return max(1, len(text) // 4)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        from saexplain.pipeline import _current_method
+        from saexplain.providers.build import current_method
 
-        method = _current_method.get() or "?"
+        method = current_method.get() or "?"
         c = self.counts.setdefault(method, _Counts())
         prompt = sum(self._count(m.content) for m in request.messages)
         completion = self._count(CANNED_ANSWER) * request.n

@@ -14,7 +14,6 @@ method) pairs. See `saexplain.rundir` for the files.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import json
 import logging
@@ -26,13 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saexplain.errors import ConfigError, SaexplainError
+from saexplain.errors import ConfigError
 from saexplain.models import (
-    ChatRequest,
-    ChatResponse,
     Explanation,
     LatentRecord,
-    ProviderSpec,
     RunConfig,
     Score,
     Status,
@@ -48,7 +44,13 @@ from saexplain.protocols import (
     SparseCoder,
     TokenBatch,
 )
-from saexplain.registry import Registry
+from saexplain.providers.build import (
+    LoggedProvider,
+    build_providers,
+    current_latent,
+    current_method,
+)
+from saexplain.registry import instantiate
 from saexplain.rundir import RunDir, explanation_key, redact_secrets
 from saexplain.store._io import derive_seed
 
@@ -59,8 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("saexplain.pipeline")
 
-_current_latent: contextvars.ContextVar[str] = contextvars.ContextVar("latent", default="run")
-_current_method: contextvars.ContextVar[str] = contextvars.ContextVar("method", default="")
 
 # Settings that decide what the store and the records hold: a run directory keeps them fixed.
 _DATA_FIELDS = (
@@ -97,72 +97,19 @@ class Prepared:
     manager: PluginManager = field(repr=False, default_factory=get_plugin_manager)
 
 
-def _instantiate(
-    kind: str, registry: Registry, name: str, settings: Mapping[str, Any], *args: Any
-) -> Any:
-    """`registry.create` with bad settings turned into a ConfigError naming the component."""
-    registry.get(name)  # raises UnknownComponentError listing the known names
-    try:
-        return registry.create(name, *args, **settings)
-    except SaexplainError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{kind} {name!r}: bad settings {dict(settings)}: {e}") from e
-
-
 def build_methods(
     config: RunConfig, manager: PluginManager
 ) -> tuple[dict[str, Explainer], dict[str, Scorer]]:
     explainers = {
-        s.name: _instantiate("explainer", manager.explainers, s.name, s.settings)
+        s.name: instantiate("explainer", manager.explainers, s.name, s.settings)
         for s in config.explainers
     }
     scorers = {
-        s.name: _instantiate("scorer", manager.scorers, s.name, s.settings) for s in config.scorers
+        s.name: instantiate("scorer", manager.scorers, s.name, s.settings) for s in config.scorers
     }
     if not explainers:
         raise ConfigError("the run has no explainers: name at least one")
     return explainers, scorers
-
-
-def _uses_provider(method: object) -> bool:
-    return bool(getattr(method, "uses_provider", True))
-
-
-def build_providers(
-    config: RunConfig,
-    manager: PluginManager,
-    explainers: Mapping[str, Explainer],
-    scorers: Mapping[str, Scorer],
-    given: Mapping[str, Provider] | None = None,
-) -> dict[str, Provider]:
-    """Providers by role; only the roles some chosen method uses. Keys are checked here."""
-    out: dict[str, Provider] = dict(given or {})
-    roles: dict[str, ProviderSpec] = {}
-    if any(_uses_provider(m) for m in explainers.values()):
-        roles["explainer"] = config.explainer_model
-    if any(_uses_provider(m) for m in scorers.values()):
-        roles["scorer"] = config.scorer_model or config.explainer_model
-    made: dict[str, Provider] = {}
-    for role, spec in roles.items():
-        if role in out or "default" in out:
-            continue
-        key = spec.model_dump_json()
-        if key in made:  # the same model serves both roles: one provider, one cache and ledger
-            out[role] = made[key]
-            continue
-        settings = dict(spec.settings)
-        if config.spend_cap_usd is not None:
-            settings.setdefault("spend_cap_usd", config.spend_cap_usd)
-        shared_ledger = next((getattr(p, "ledger", None) for p in made.values()), None)
-        if shared_ledger is not None:
-            settings.setdefault("ledger", shared_ledger)  # one spend cap across every model
-        provider = _instantiate("provider", manager.providers, spec.provider, settings, spec.model)
-        check = getattr(provider, "check_ready", None)
-        if callable(check):
-            check()  # e.g. a missing API key, before any heavy work
-        made[key] = out[role] = provider
-    return out
 
 
 def build_backend(
@@ -177,7 +124,7 @@ def build_backend(
             f"no backend for model {model!r}: set `backend` to one of {known} "
             "(install saexplain-transformerlens or saexplain-nnsight)"
         )
-    backend: Backend = _instantiate(
+    backend: Backend = instantiate(
         "backend", manager.backends, name, {**config.backend_settings, **settings}, model
     )
     return backend
@@ -204,13 +151,13 @@ def build_coder(
         coder = f"saelens:{coder[0]}/{coder[1]}"
     if isinstance(coder, str):
         source, spec = parse_coder_spec(coder)
-        loaded: SparseCoder = _instantiate(
+        loaded: SparseCoder = instantiate(
             "coder", manager.coders, source, {"backend": backend, **config.coder_settings}, spec
         )
         return loaded
     module = type(coder).__module__.split(".")[0]
     if module == "sae_lens":  # a live SAELens SAE object
-        wrapped: SparseCoder = _instantiate(
+        wrapped: SparseCoder = instantiate(
             "coder", manager.coders, "saelens", {"backend": backend, **config.coder_settings}, coder
         )
         return wrapped
@@ -419,33 +366,6 @@ def _bar(enabled: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="job", dynamic_ncols=True)
 
 
-class _LoggedProvider:
-    """Writes each prompt and response to the run's per-latent log."""
-
-    def __init__(self, inner: Provider, run_dir: RunDir) -> None:
-        self.inner, self.run_dir = inner, run_dir
-        self.name, self.model, self.capabilities = inner.name, inner.model, inner.capabilities
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        entry: dict[str, Any] = {
-            "method": _current_method.get(),
-            "provider": self.name,
-            "model": self.model,
-            "request": request.model_dump(mode="json"),
-        }
-        sink = self.run_dir.log(_current_latent.get())
-        try:
-            response = await self.inner.complete(request)
-        except Exception as e:
-            sink.append({**entry, "error": f"{type(e).__name__}: {e}"})
-            raise
-        sink.append({**entry, "response": response.model_dump(mode="json")})
-        return response
-
-
 @dataclass
 class _Spend:
     usage: Usage = field(default_factory=Usage)
@@ -467,8 +387,8 @@ async def _guarded(
     sem: asyncio.Semaphore, latent_key: str, method: str, work: Callable[[], Awaitable[Any]]
 ) -> Any:
     async with sem:
-        _current_latent.set(latent_key)
-        _current_method.set(method)
+        current_latent.set(latent_key)
+        current_method.set(method)
         return await work()
 
 
@@ -478,7 +398,7 @@ async def explain_and_score(
     """Every pending (latent, explainer) and (latent, explainer, scorer) pair, concurrently."""
     providers: Mapping[str, Provider] = p.providers
     if p.config.log_prompts:
-        providers = {r: _LoggedProvider(v, p.run_dir) for r, v in providers.items()}
+        providers = {r: LoggedProvider(v, p.run_dir) for r, v in providers.items()}
     done_e = p.run_dir.done_explanations()
     done_s = p.run_dir.done_scores()
     pending = sum((r.latent.key, e) not in done_e for r in records for e in p.explainers) + sum(

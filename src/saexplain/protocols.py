@@ -313,3 +313,23 @@ class Scorer(Protocol):
     async def score(
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score: ...
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method uses from the run, declared as data: the pipeline builds only what some
+    chosen method needs (a `selfexplain`-only run builds no provider)."""
+
+    provider: bool = False
+    backend: bool = False
+    coder: bool = False
+
+
+LEGACY_NEEDS = Needs(provider=True, backend=True, coder=True)
+"""What a method without a `needs` attribute is assumed to use: everything."""
+
+
+def needs_of(method: object) -> Needs:
+    """A method's declared `needs`, or everything for a method that declares none."""
+    needs = getattr(method, "needs", None)
+    return needs if isinstance(needs, Needs) else LEGACY_NEEDS

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from saexplain.errors import AmbiguousComponentError, DuplicateComponentError, UnknownComponentError
+from saexplain.errors import (
+    AmbiguousComponentError,
+    ConfigError,
+    DuplicateComponentError,
+    SaexplainError,
+    UnknownComponentError,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]*$")
 
@@ -137,3 +143,16 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def instantiate(
+    kind: str, registry: Registry, name: str, settings: Mapping[str, Any], *args: Any
+) -> Any:
+    """`registry.create` with bad settings turned into a ConfigError naming the component."""
+    registry.get(name)  # raises UnknownComponentError listing the known names
+    try:
+        return registry.create(name, *args, **settings)
+    except SaexplainError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{kind} {name!r}: bad settings {dict(settings)}: {e}") from e

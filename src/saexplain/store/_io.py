@@ -6,12 +6,28 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from saexplain.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    publish_dir,
+)
+
+__all__ = [
+    "atomic_save_npy",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "derive_seed",
+    "publish_dir",
+    "safe_key",
+    "save_npy",
+    "to_numpy",
+]
 
 
 def to_numpy(x: Any) -> npt.NDArray[Any]:
@@ -30,32 +46,6 @@ def to_numpy(x: Any) -> npt.NDArray[Any]:
     return np.asarray(x)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform / file system
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
-
-
 def save_npy(path: Path, array: npt.NDArray[Any], *, fsync: bool = True) -> None:
     """np.save to `path` (inside a directory that is itself published atomically)."""
     with open(path, "wb") as f:
@@ -69,15 +59,6 @@ def atomic_save_npy(path: Path, array: npt.NDArray[Any], *, fsync: bool = True) 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_npy(tmp, array, fsync=fsync)
     os.replace(tmp, path)
-
-
-def publish_dir(tmp: Path, final: Path, *, fsync: bool = True) -> None:
-    """Atomically move a fully written directory `tmp` to `final` (replacing a stale one)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    if fsync:
-        _fsync_dir(final.parent)
 
 
 def safe_key(name: str) -> str:

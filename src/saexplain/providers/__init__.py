@@ -1,0 +1,2 @@
+"""LLM providers in the core: building them by role for a run, and the middleware every
+provider gets."""
