@@ -8,6 +8,7 @@ environments on purpose: `tests` (the core alone, proving it needs no torch) and
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -52,9 +53,10 @@ def install_constrained(session: nox.Session, *args: str) -> None:
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """ruff, including the rule that keeps heavy libraries out of the core."""
+    """ruff over every Python file (core, plugins, tests, benchmarks), including the rule that
+    keeps heavy libraries out of the core."""
     session.run(PY, "-m", "ruff", "check", ".", env=ENV)
-    session.run(PY, "-m", "ruff", "format", "--check", "--diff", "src", env=ENV)
+    session.run(PY, "-m", "ruff", "format", "--check", "--diff", ".", env=ENV)
 
 
 @nox.session(venv_backend="none")
@@ -79,6 +81,30 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "-q", str(ROOT / "tests"), *session.posargs, env=ENV)
 
 
+def requirement_name(requirement: str) -> str:
+    """`"saexplain-torch[test]>=0.1"` -> `"saexplain-torch"`."""
+    return re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0].strip().lower()
+
+
+def local_closure(path: Path) -> list[Path]:
+    """The sibling plugins `path` needs, transitively: through its dependencies and every extra
+    (a plugin session installs them all), each from this repository, never from an index."""
+    local = {plugin_name(p).lower(): p for p in PLUGINS}
+    seen: list[Path] = []
+    todo = [path]
+    while todo:
+        project = tomllib.loads((todo.pop() / "pyproject.toml").read_text())["project"]
+        requirements = list(project.get("dependencies", []))
+        for extra in project.get("optional-dependencies", {}).values():
+            requirements += extra
+        for requirement in requirements:
+            sibling = local.get(requirement_name(requirement))
+            if sibling is not None and sibling != path and sibling not in seen:
+                seen.append(sibling)
+                todo.append(sibling)
+    return sorted(seen)
+
+
 def make_plugin_session(path: Path) -> None:
     name = plugin_name(path)
 
@@ -87,14 +113,7 @@ def make_plugin_session(path: Path) -> None:
         project = tomllib.loads((path / "pyproject.toml").read_text())["project"]
         extras = ",".join(project.get("optional-dependencies", {}))
         target = f"{path}[{extras}]" if extras else str(path)
-        # Sibling plugins it depends on come from this repository, not from an index.
-        local = {plugin_name(p): p for p in PLUGINS}
-        siblings = [
-            arg
-            for dep in project.get("dependencies", [])
-            if (sib := local.get(dep.split(">")[0].split("=")[0].split("<")[0].strip()))
-            for arg in ("-e", str(sib))
-        ]
+        siblings = [arg for sib in local_closure(path) for arg in ("-e", str(sib))]
         install_constrained(session, "-e", str(ROOT), *siblings, "-e", target, *TEST_TOOLS)
         session.run(
             "python",
@@ -105,7 +124,8 @@ def make_plugin_session(path: Path) -> None:
             "not slow",
             str(path / "tests"),
             *session.posargs,
-            env=ENV,
+            # tests that prove what this environment lacks check this marker
+            env={**ENV, "SAEXPLAIN_PLUGIN_SESSION": name},
         )
 
     plugin_session.__doc__ = f"{name} against the core, in its own environment (fast tests)."

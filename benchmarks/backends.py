@@ -36,9 +36,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
+from saexplain_demo.model import load_smollm2  # noqa: E402
 from saexplain_nnsight.backend import NNsightBackend  # noqa: E402
 from saexplain_saelens import SAELensCoder  # noqa: E402
-from saexplain_saelens.testing import make_sae, smollm2  # noqa: E402
+from saexplain_saelens.testing import make_sae  # noqa: E402
 from saexplain_transformerlens.backend import TransformerLensBackend  # noqa: E402
 from saexplain_transformerlens.bridge import TransformerBridgeBackend  # noqa: E402
 from saexplain_transformerlens.convert import hooked_transformer_from_hf  # noqa: E402
@@ -96,7 +97,7 @@ def best_of(arms: dict[str, Callable[[], object]]) -> dict[str, float]:
 
 
 def main() -> None:
-    hf, tok = smollm2()
+    hf, tok = load_smollm2()
     hooked = hooked_transformer_from_hf(hf, tok)
     # booting wraps the model's blocks in place: the bridge gets its own copy
     bridge = TransformerBridge.boot_transformers(

@@ -129,6 +129,8 @@ async def run(port: int, rounds: int) -> dict[str, dict[int, tuple[int, float]]]
     import litellm
     from saexplain_litellm.litellm_provider import LiteLLMProvider
 
+    from saexplain.providers import wrap_provider
+
     # price the fake model like a hosted one, so cost accounting runs as it does in real use
     litellm.register_model(
         {
@@ -141,13 +143,15 @@ async def run(port: int, rounds: int) -> dict[str, dict[int, tuple[int, float]]]
         }
     )
     providers = {
-        label: LiteLLMProvider(
-            "openai/fake-model",
-            api_base=f"http://127.0.0.1:{port}/v1",
-            api_key="sk-fake-benchmark-key-000000",
+        label: wrap_provider(  # the core's middleware, as a run uses it (without the cache)
+            LiteLLMProvider(
+                "openai/fake-model",
+                api_base=f"http://127.0.0.1:{port}/v1",
+                api_key="sk-fake-benchmark-key-000000",
+                direct_http=direct,
+            ),
             cache=False,
             max_concurrency=max(CONCURRENCIES),
-            direct_http=direct,
         )
         for label, direct in (("provider", True), ("via litellm", False))
     }

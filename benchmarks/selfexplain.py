@@ -28,15 +28,12 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from saexplain_demo.model import load_smollm2  # noqa: E402
 from saexplain_saelens import SAELensCoder  # noqa: E402
-from saexplain_saelens.testing import (  # noqa: E402
-    gpt2_tokenizer,
-    make_sae,
-    smollm2,
-    tiny_llama,
-)
+from saexplain_saelens.testing import make_sae  # noqa: E402
+from saexplain_torch.testing import gpt2_tokenizer, tiny_llama  # noqa: E402
 
-from saexplain._async import run_sync  # noqa: E402
+from saexplain import run_sync  # noqa: E402
 from saexplain.explainers.selfexplain import SelfExplainer, sweep  # noqa: E402
 from saexplain.models import LatentRecord, LatentRef, LatentStats  # noqa: E402
 from saexplain.protocols import MethodContext  # noqa: E402
@@ -48,7 +45,7 @@ def build(tiny: bool, which: str) -> tuple[object, object, str]:
     if tiny:
         hf, tok, label = tiny_llama(n_layer=4, d_model=64), gpt2_tokenizer(), "tiny Llama (4x64)"
     else:
-        (hf, tok), label = smollm2(), "SmolLM2-135M-Instruct"
+        (hf, tok), label = load_smollm2(), "SmolLM2-135M-Instruct"
     if which == "transformerlens":
         from saexplain_transformerlens.backend import TransformerLensBackend
         from saexplain_transformerlens.convert import hooked_transformer_from_hf
@@ -79,7 +76,7 @@ def main() -> None:
     explainer = SelfExplainer(patch_layer=args.patch_layer)
     patch, probe = explainer.layers(backend)  # type: ignore[arg-type]
     prompt, norm = explainer.prepared(backend, explainer.templates[0])  # type: ignore[arg-type]
-    scales = np.linspace(0.0, explainer.max_scale, explainer.n_scales) * norm
+    scales = np.linspace(0.0, explainer.settings.max_scale, explainer.settings.n_scales) * norm
     directions = [np.asarray(coder.W_dec[i].detach(), dtype=np.float64) for i in range(len(words))]
 
     def run(u: np.ndarray, batch_size: int, new_tokens: int) -> tuple[float, object]:
@@ -96,7 +93,7 @@ def main() -> None:
         )
         return time.perf_counter() - start, out
 
-    n_new = explainer.max_new_tokens
+    n_new = explainer.settings.max_new_tokens
     run(directions[0], 32, n_new)  # warm-up
     # Interleaved per latent, so load from other processes hits both arms alike.
     times = {"batched": 0.0, "loop": 0.0, "batched_metrics": 0.0, "loop_metrics": 0.0}
@@ -129,8 +126,8 @@ def main() -> None:
 
     n = len(words)
     print(
-        f"{label}, {args.backend} backend, {n} latents, {explainer.n_scales} scales, prompt "
-        f"{len(prompt.ids)} tokens, patch layer {patch}, probe layer {probe}, "
+        f"{label}, {args.backend} backend, {n} latents, {explainer.settings.n_scales} scales, "
+        f"prompt {len(prompt.ids)} tokens, patch layer {patch}, probe layer {probe}, "
         f"torch threads={torch.get_num_threads()}"
     )
     ratio = times["loop"] / times["batched"]

@@ -94,7 +94,7 @@ def record() -> LatentRecord:
 
 
 def main() -> None:
-    from saexplain_saelens.testing import gpt2_tokenizer
+    from saexplain_torch.testing import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
 

@@ -18,15 +18,37 @@ def test_plugins_json_lists_builtins(capsys):
         "version",
         "hooks",
         "components",
+        "descriptions",
+        "overrides",
+        "overridden_by",
         "error",
         "hint",
     }
+    assert by_name["saexplain.scorers"]["descriptions"]["scorer"]["detection"]
 
 
 def test_plugins_table(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "saexplain.scorers  [loaded]" in out and "failed to load" in out
+
+
+def test_plugins_table_shows_descriptions_and_overrides(capsys):
+    from saexplain import hookimpl
+    from saexplain.testing import fresh_plugin_manager
+
+    class Mine:
+        @hookimpl
+        def register_scorers(self, register):
+            register("detection", lambda: None, description="my detection", override=True)
+
+    with fresh_plugin_manager(entry_points=[]) as pm:
+        pm.register_plugin(Mine(), name="mine")
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    builtin, mine = out.split("mine  [loaded]")
+    assert "(overridden by mine)" in builtin and "Balanced accuracy" in builtin
+    assert "detection  my detection (overrides saexplain.scorers (saexplain " in mine
 
 
 def test_console_script_help_and_version():

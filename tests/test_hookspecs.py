@@ -12,7 +12,9 @@ EXPECTED = {
     "register_scorers": "(register: 'Register') -> 'None'",
     "register_providers": "(register: 'Register') -> 'None'",
     "register_coders": "(register: 'Register') -> 'None'",
+    "register_datasets": "(register: 'Register') -> 'None'",
     "detect_backend": "(model: 'object') -> 'str | None'",
+    "detect_coder": "(coder: 'object') -> 'str | None'",
 }
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "hooks.md"
 
@@ -30,10 +32,17 @@ def test_signature_snapshot():
     assert actual == EXPECTED, "the hook contract changed: update EXPECTED, docs/hooks.md and notes"
 
 
-def test_only_detect_backend_is_firstresult():
+def test_only_the_detect_hooks_are_firstresult():
     for name, fn in hookspec_functions().items():
         opts = getattr(fn, hookspecs.PROJECT + "_spec")
-        assert opts["firstresult"] is (name == "detect_backend"), name
+        assert opts["firstresult"] is name.startswith("detect_"), name
+
+
+def test_hook_count_stated_in_the_docs_is_true():
+    registers = [n for n in hookspec_functions() if n.startswith("register_")]
+    words = {4: "four", 5: "five", 6: "six", 7: "seven"}
+    text = DOCS.read_text(encoding="utf-8")
+    assert f"The {words[len(registers)]} `register_*` hooks" in text
 
 
 def test_every_hook_has_a_docstring():

@@ -246,3 +246,54 @@ def test_invalid_component_name_fails_the_plugin():
     pm = manager(FakeEntryPoint("bad", make_plugin(explainer=["has space"])))
     with pytest.warns(PluginLoadWarning, match="invalid explainer name"):
         assert pm.explainers.names() == []
+
+
+def test_detect_coder_first_result_wins():
+    class SAE:
+        pass
+
+    @hookimpl
+    def detect_coder(coder):
+        if isinstance(coder, SAE) or (isinstance(coder, str) and coder.startswith("rel/")):
+            return "mine"
+        return None
+
+    pm = manager(FakeEntryPoint("det", types.SimpleNamespace(detect_coder=detect_coder)))
+    assert pm.detect_coder(SAE()) == "mine"
+    assert pm.detect_coder("rel/blocks.0") == "mine"
+    assert pm.detect_coder(object()) is None
+    assert {i.name: i for i in pm.info()}["det"].hooks == ["detect_coder"]
+
+
+def test_info_records_descriptions_and_overrides_both_ways():
+    @hookimpl
+    def register_scorers(register):
+        register("detection", lambda: "mine", description="my detection", override=True)
+
+    base = FakeEntryPoint("base", make_plugin(scorer=["detection", "fuzzing"]))
+    over = FakeEntryPoint("over", types.SimpleNamespace(register_scorers=register_scorers))
+    infos = {i.name: i for i in manager(base, over).info()}
+    assert infos["base"].descriptions == {
+        "scorer": {"detection": "scorer detection", "fuzzing": "scorer fuzzing"}
+    }
+    assert infos["over"].descriptions == {"scorer": {"detection": "my detection"}}
+    assert infos["over"].overrides == {"scorer": {"detection": "base (saexplain-base 1.0)"}}
+    assert infos["base"].overridden_by == {"scorer": {"detection": "over (saexplain-over 1.0)"}}
+    assert infos["base"].overrides == {} and infos["over"].overridden_by == {}
+    data = infos["over"].as_dict()
+    assert data["overrides"] == {"scorer": {"detection": "base (saexplain-base 1.0)"}}
+
+
+def test_unregistering_an_override_brings_the_replaced_component_back():
+    @hookimpl
+    def register_scorers(register):
+        register("detection", lambda: "notebook", override=True)
+
+    pm = manager(FakeEntryPoint("base", make_plugin(scorer=["detection"])))
+    name = pm.register_plugin(types.SimpleNamespace(register_scorers=register_scorers), "nb")
+    assert pm.scorers.create("detection") == "notebook"
+    assert {i.name: i for i in pm.info()}["base"].overridden_by == {"scorer": {"detection": "nb"}}
+    pm.unregister_plugin(name)
+    assert pm.scorers.get("detection").provenance.plugin == "base"
+    assert pm.scorers.create("detection")[0] == "detection"
+    assert pm.info()[0].overridden_by == {"scorer": {}}

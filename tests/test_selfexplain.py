@@ -269,4 +269,4 @@ def test_registered_by_name():
     if "saexplain.explainers.selfexplain" in METHOD_MODULES:
         manager = PluginManager(entry_points=[])
         explainer = manager.explainers.create("selfexplain", n_scales=8)
-        assert isinstance(explainer, SelfExplainer) and explainer.n_scales == 8
+        assert isinstance(explainer, SelfExplainer) and explainer.settings.n_scales == 8

@@ -17,6 +17,7 @@ from saexplain.testing import (
     FakeCoder,
     ScriptedProvider,
     check_backend,
+    check_backend_errors,
     check_provider,
     failing_every,
     make_record,
@@ -69,6 +70,63 @@ def test_clear_errors(backend):
     coder = FakeCoder.random(backend.d_model, 8, hook="blocks.0.hook_resid_pre")
     with pytest.raises(LatentIndexError):
         backend.latent_acts(backend.tokenize(TEXTS), [coder], latents={coder.id: [8]})
+
+
+def test_fake_backend_raises_what_the_torch_backends_raise(backend):
+    """The same bad call raises the same error type on the fake as on the torch backends."""
+    check_backend_errors(
+        backend, FakeCoder.random(backend.d_model, 8, hook="blocks.1.hook_resid_pre")
+    )
+    assert backend.logits(backend.tokenize(TEXTS)).shape[0] == len(TEXTS)  # still usable
+
+
+def test_check_backend_errors_names_a_call_raising_the_wrong_type(backend):
+    class Loose(FakeBackend):
+        def probe(self, tokens, edits=(), *, layers=(), positions=None):
+            if any(layer >= self.n_layers for layer in layers):
+                raise HookNameError("a probe layer is no hook name")
+            return super().probe(tokens, edits, layers=layers, positions=positions)
+
+    loose = Loose()
+    with pytest.raises(AssertionError, match=r"probe\(layer out of range\) raised HookNameError"):
+        check_backend_errors(
+            loose, FakeCoder.random(loose.d_model, 8, hook="blocks.0.hook_resid_pre")
+        )
+
+
+def test_every_public_name_imports_from_the_package():
+    import saexplain.testing as testing
+
+    old_names = [
+        "OFFLINE_ENV",
+        "set_offline_env",
+        "FakeBackend",
+        "FakeCoder",
+        "ScriptedProvider",
+        "failing_every",
+        "make_record",
+        "fresh_plugin_manager",
+        "check_backend",
+        "check_probe_and_row_replace",
+        "check_provider",
+        "check_explainer",
+        "check_scorer",
+        "check_plugin",
+        "synthetic_corpus",
+        "PlantedValuesCoder",
+        "as_numpy",
+        "default_edits",
+        "check_backends_agree",
+        "check_planted",
+        "competent_explainer",
+        "explanation_keywords",
+        "competent_scorer",
+        "competent_logprobs",
+        "competent_scorer_provider",
+        "Answer",
+    ]
+    assert set(old_names) <= set(testing.__all__)
+    assert all(getattr(testing, name) is not None for name in testing.__all__)
 
 
 def test_edits_change_the_output_and_do_not_persist(backend):

@@ -28,12 +28,18 @@ Methods = Sequence[str | MethodSpec | Mapping[str, Any]] | str
 
 
 def _provider_spec(provider: str | ProviderSpec | None) -> ProviderSpec | None:
+    """`"<provider>:<model>"` when `<provider>` is a registered provider name (`"local:smollm2"`,
+    `"myplugin:my-model"`); any other string is a model of the default provider."""
     if provider is None or isinstance(provider, ProviderSpec):
         return provider
     name, sep, model = provider.partition(":")
-    if sep and name in ("litellm", "local"):  # "local:smollm2", "litellm:gpt-4o-mini"
-        return ProviderSpec(provider=name, model=model)
-    return ProviderSpec(provider="litellm", model=provider)
+    if sep and name:
+        from saexplain.plugins import get_plugin_manager
+
+        # Only a registered name splits: "ft:gpt-4o-mini:org::id" stays one model string.
+        if name in get_plugin_manager().providers:
+            return ProviderSpec(provider=name, model=model)
+    return ProviderSpec(model=provider)
 
 
 def _selection(latents: Sequence[int] | LatentSelection | int | None) -> LatentSelection:
@@ -69,8 +75,7 @@ async def aexplain(
     *,
     latents: Sequence[int] | LatentSelection | int | None = None,
     explainers: Methods = ("maxact",),
-    scorers: Methods | None = None,
-    explainer: str | None = None,
+    scorers: Methods = ("detection", "fuzzing"),
     provider: str | ProviderSpec | Provider | None = None,
     scorer_provider: str | ProviderSpec | Provider | None = None,
     dataset: object = "demo",
@@ -85,16 +90,17 @@ async def aexplain(
 ) -> RunResults:
     """Collect, explain and score `latents` of `sae` in `model`; see the module docstring.
 
-    `scorers` defaults to detection and fuzzing; `explainer="selfexplain"` is shorthand for
-    `explainers=["selfexplain"]` with no scorers unless some are named (no LLM is needed then).
+    `explainers` and `scorers` take a method name or a list of them (names, `MethodSpec`s or
+    `{"name": ..., "settings": {...}}`). Scorers default to detection and fuzzing, which ask an
+    LLM; `explainers="selfexplain", scorers=[]` needs no LLM (and no provider plugin).
     """
     from saexplain.pipeline import arun
 
-    if explainer is not None:
-        explainers = [explainer]
-        scorers = () if scorers is None else scorers
-    elif scorers is None:
-        scorers = ("detection", "fuzzing")
+    if "explainer" in config:  # one spelling only: `explainer=` used to change the scorers too
+        raise TypeError(
+            "explain() and aexplain() take `explainers=` (a name or a list), not `explainer=`; "
+            "for a run without an LLM pass explainers='selfexplain', scorers=[]"
+        )
 
     live: dict[str, Provider] = {}
     explainer_spec = scorer_spec = None

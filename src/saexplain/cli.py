@@ -22,7 +22,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         if info.hooks:
             print(f"    hooks: {', '.join(info.hooks)}")
         for kind, names in sorted(info.components.items()):
-            print(f"    {kind}s: {', '.join(names)}")
+            print(f"    {kind}s:")
+            width = max(len(n) for n in names)
+            for name in names:
+                print(f"      {name:<{width}}  {_component_note(info, kind, name)}".rstrip())
         if info.error:
             print(f"    error: {info.error}")
         if info.hint:
@@ -30,6 +33,16 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     failed = sum(info.state == "failed" for info in infos)
     print(f"{len(infos)} plugins, {failed} failed to load")
     return 0
+
+
+def _component_note(info: Any, kind: str, name: str) -> str:
+    """A component's description, and whether it overrides or was overridden."""
+    notes = [info.descriptions.get(kind, {}).get(name, "")]
+    if name in info.overrides.get(kind, {}):
+        notes.append(f"(overrides {info.overrides[kind][name]})")
+    if name in info.overridden_by.get(kind, {}):
+        notes.append(f"(overridden by {info.overridden_by[kind][name]})")
+    return " ".join(n for n in notes if n)
 
 
 def _fail(message: str) -> int:
@@ -73,8 +86,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from saexplain.demo import run_demo
-
+    # The one place the core names the demo plugin: `saexplain demo` is the README's first command.
+    try:
+        from saexplain_demo.config import run_demo
+    except ImportError as e:
+        return _fail(f"the demo needs the saexplain-demo plugin: pip install saexplain-demo ({e})")
     return _print_run(
         _guarded(
             lambda: run_demo(quick=args.quick, output_dir=args.output_dir, progress=not args.quiet)
@@ -138,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser(
         "plugins",
-        help="list installed plugins, their hooks, components and load errors",
-        description="List every plugin saexplain found: built-in, installed, or failed to load.",
+        help="list installed plugins, their hooks, components, overrides and load errors",
+        description="List every plugin saexplain found (built-in, installed, or failed to "
+        "load) with each component's description and which plugin overrode which component.",
     )
     plugins.add_argument("--json", action="store_true", help="print machine-readable JSON")
     plugins.set_defaults(handler=_cmd_plugins)
@@ -177,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the offline demo: SmolLM2 explains a small SAE trained on itself",
         description="Trains (once, cached) a small SAE on SmolLM2-135M-Instruct, explains and "
         "scores about 20 latents with the local model, prints the table and writes an HTML "
-        "report. Needs saexplain-saelens, saexplain-nnsight and saexplain-litellm.",
+        "report. Needs the saexplain-demo plugin (it brings the others it uses).",
     )
     demo.add_argument("--quick", action="store_true", help="fewer latents and tokens (CI)")
     demo.add_argument("--output-dir", default="runs", help="where to write the run (runs/)")

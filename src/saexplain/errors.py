@@ -66,6 +66,11 @@ class EmptyDatasetError(ConfigError):
     """A dataset has no usable tokens."""
 
 
+class RunDirError(SaexplainError, ValueError):
+    """A run directory file is damaged (not merely cut short by a crash); the message names the
+    file and line and how to recover."""
+
+
 class BackendError(SaexplainError):
     """A backend could not wrap a model or run a request."""
 

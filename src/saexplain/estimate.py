@@ -4,8 +4,8 @@ The run's records are built for real (collecting activations into the run's stor
 real run then reuses); a sample of latents goes through every explainer and scorer with a
 counting provider that answers with a short canned text, so every prompt a run would send is
 rendered and counted. Totals are extrapolated to the selected latents. Prices come from the
-configured provider when it knows them (`estimate_cost`), tokens from its tokenizer when it has
-one (`count_tokens`), else about four characters per token.
+configured provider when it knows them (`CostEstimator`), tokens from its tokenizer when it has
+one (`TokenCounter`), else about four characters per token.
 """
 
 from __future__ import annotations
@@ -17,9 +17,17 @@ from typing import Any
 
 from saexplain._async import run_sync
 from saexplain.models import ChatRequest, ChatResponse, Choice, RunConfig, Usage
-from saexplain.protocols import Provider, ProviderCapabilities
+from saexplain.protocols import CostEstimator, Provider, ProviderCapabilities, TokenCounter
 
 CANNED_ANSWER = "Explanation: the word mentioned in a short placeholder description"
+
+
+def _unwrapped(provider: Provider) -> object:
+    """The provider under the pipeline's middleware layers. The layers forward other attributes
+    dynamically, which `isinstance` against a capability protocol does not see on Python 3.12+."""
+    from saexplain.providers.layers import ProviderLayer
+
+    return provider.innermost if isinstance(provider, ProviderLayer) else provider
 
 
 @dataclass
@@ -43,9 +51,9 @@ class CountingProvider:
         self.capabilities = ProviderCapabilities(logprobs=False, max_n=caps.max_n)
 
     def _count(self, text: str) -> int:
-        counter = getattr(self.real, "count_tokens", None)
-        if callable(counter):
-            return int(counter(text))
+        counter = _unwrapped(self.real)
+        if isinstance(counter, TokenCounter):
+            return int(counter.count_tokens(text))
         return max(1, len(text) // 4)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
@@ -88,7 +96,8 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
     factor = len(records) / max(1, len(sample))
     methods: dict[str, dict[str, float | None]] = {}
     for role, cp in counting.items():
-        price = getattr(real[role], "estimate_cost", None)
+        provider = _unwrapped(real[role])
+        pricer = provider if isinstance(provider, CostEstimator) else None
         for method, c in cp.counts.items():
             entry = methods.setdefault(
                 method, {"calls": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0}
@@ -98,7 +107,8 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
             entry["completion_tokens"] = (entry["completion_tokens"] or 0.0) + (
                 c.completion_tokens * factor
             )
-            cost = price(c.prompt_tokens, c.completion_tokens) if callable(price) else None
+            tokens = (c.prompt_tokens, c.completion_tokens)
+            cost = None if pricer is None else pricer.estimate_cost(*tokens)
             prev = entry.get("cost_usd", 0.0)
             entry["cost_usd"] = (
                 None if cost is None or prev is None else prev + float(cost) * factor

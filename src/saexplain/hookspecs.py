@@ -12,9 +12,13 @@ callback. Factories are called lazily with keyword settings and return the compo
 - scorer factory: `factory(**settings) -> Scorer`
 - provider factory: `factory(model: str, **settings) -> Provider`
 - coder factory: `factory(spec: str, *, backend: Backend | None = None, **settings) -> SparseCoder`
+- dataset factory: `factory() -> Sequence[str] | str` (texts, or a path the store reads)
 
 Registering a name another plugin already registered raises, unless `override=True` is passed
 (an explicit, recorded replacement).
+
+Two `detect_*` hooks map what a user passes to a registered name, so the core never names a
+plugin: `detect_backend(model)` and `detect_coder(coder)`.
 """
 
 from __future__ import annotations
@@ -73,10 +77,31 @@ def register_coders(register: Register) -> None:
     """
 
 
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register named text datasets (a run config's `dataset`, `sx.explain(dataset=...)`).
+
+    The factory takes no arguments and returns what the activation store reads: a sequence of
+    texts, or a local file or folder path. Names not registered are read as hub dataset names or
+    paths.
+    """
+
+
 @hookspec(firstresult=True)
 def detect_backend(model: object) -> str | None:
     """Return the backend name that can wrap `model`, or None to let other plugins answer.
 
     Decide by the object's type and module name (`type(model).__module__`) without importing a
     heavy library. The first non-None answer wins; an explicit `backend=` always overrides it.
+    """
+
+
+@hookspec(firstresult=True)
+def detect_coder(coder: object) -> str | None:
+    """Return the coder source (a `register_coders` name) that can load `coder`, or None.
+
+    Asked for a live object the user passed (say, a SAELens SAE) and for a coder spec without a
+    `"<source>:"` prefix (a release id, a path). Decide by the object's type and module name, or
+    the string's form, without importing a heavy library. The first non-None answer wins; an
+    explicit `"<source>:<spec>"` is never asked about.
     """

@@ -6,6 +6,7 @@ directory can be read back into the same objects (`Model.model_validate_json(lin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -121,6 +122,27 @@ class LatentRecord(Frozen):
     scoring_examples: tuple[Example, ...] = ()
     non_activating: tuple[Example, ...] = ()
     sampling: Settings = Field(default_factory=dict)  # sampler names, counts, seeds, windows
+
+    @model_validator(mode="after")
+    def _held_out(self) -> Self:
+        """The held-out invariant, here so that no scorer can skip it: no scoring example is
+        also an explanation example (the same context row, start and tokens)."""
+        seen = {(e.row, e.start, e.tokens) for e in self.explanation_examples if e.row is not None}
+        leaked = [e for e in self.scoring_examples if (e.row, e.start, e.tokens) in seen]
+        if leaked:
+            raise ValueError(
+                f"{len(leaked)} scoring examples of {self.latent} are also explanation examples; "
+                "the splits must be disjoint"
+            )
+        return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; with `update`, validated again (pydantic's copy skips validators, which would
+        let a copy break the held-out invariant)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            return type(self).model_validate(dict(copy))
+        return copy
 
     def negatives(self, kind: ExampleKind | None = None) -> tuple[Example, ...]:
         if kind is None:

@@ -36,7 +36,7 @@ ENV_STRICT = "SAEXPLAIN_STRICT_PLUGINS"
 # Built-in methods are plugins too; each of these modules implements the hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = ("saexplain.explainers", "saexplain.scorers")
 
-KINDS = ("backend", "explainer", "scorer", "provider", "coder")
+KINDS = ("backend", "explainer", "scorer", "provider", "coder", "dataset")
 _HOOK_OF_KIND = {kind: f"register_{kind}s" for kind in KINDS}
 
 PluginState = Literal["loaded", "failed", "blocked"]
@@ -53,10 +53,19 @@ class PluginInfo:
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     components: dict[str, list[str]] = field(default_factory=dict)
+    # kind -> name -> the component's description, as registered
+    descriptions: dict[str, dict[str, str]] = field(default_factory=dict)
+    # kind -> name -> the plugin whose component this plugin replaced (override=True)
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # kind -> name -> the plugin that replaced this plugin's component
+    overridden_by: dict[str, dict[str, str]] = field(default_factory=dict)
     error: str | None = None
     hint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        def nested(d: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+            return {k: dict(v) for k, v in d.items()}
+
         return {
             "name": self.name,
             "source": self.source,
@@ -65,6 +74,9 @@ class PluginInfo:
             "version": self.version,
             "hooks": list(self.hooks),
             "components": {k: list(v) for k, v in self.components.items()},
+            "descriptions": nested(self.descriptions),
+            "overrides": nested(self.overrides),
+            "overridden_by": nested(self.overridden_by),
             "error": self.error,
             "hint": self.hint,
         }
@@ -126,6 +138,10 @@ class PluginManager:
         return self._registry("coder")
 
     @property
+    def datasets(self) -> Registry:
+        return self._registry("dataset")
+
+    @property
     def strict(self) -> bool:
         return self._environ.get(ENV_STRICT, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -138,6 +154,12 @@ class PluginManager:
         """The backend name a plugin claims for `model`, or None."""
         self.load()
         result: str | None = self._pm.hook.detect_backend(model=model)
+        return result
+
+    def detect_coder(self, coder: object) -> str | None:
+        """The coder source a plugin claims for `coder` (an object or a bare spec), or None."""
+        self.load()
+        result: str | None = self._pm.hook.detect_coder(coder=coder)
         return result
 
     def register_plugin(self, plugin: object, name: str | None = None) -> str:
@@ -162,6 +184,11 @@ class PluginManager:
                 raise KeyError(f"no plugin named {name!r}")
             self._pm.unregister(plugin)
             for registry in self._registries.values():
+                for component in registry:
+                    if component.provenance.plugin == name and component.replaced is not None:
+                        replaced = self._info.get(component.replaced.plugin)
+                        if replaced is not None:  # it no longer is overridden by this plugin
+                            replaced.overridden_by.get(component.kind, {}).pop(component.name, None)
                 registry.remove_plugin(name)
             self._info.pop(name, None)
 
@@ -324,7 +351,7 @@ class PluginManager:
                 )
         for kind, reg in staged:
             try:
-                self._registries[kind].register(provenance=provenance, **reg)
+                entry = self._registries[kind].register(provenance=provenance, **reg)
             except DuplicateComponentError as exc:
                 # Between installed plugins, neither wins: the name becomes ambiguous.
                 self._registries[kind].mark_ambiguous(reg["name"], provenance)
@@ -332,7 +359,15 @@ class PluginManager:
                     raise PluginLoadError(str(exc)) from exc
                 warnings.warn(str(exc), PluginLoadWarning, stacklevel=5)
                 continue
-            info.components.setdefault(kind, []).append(reg["name"])
+            name = entry.name
+            info.components.setdefault(kind, []).append(name)
+            if entry.description:
+                info.descriptions.setdefault(kind, {})[name] = entry.description
+            if entry.replaced is not None:
+                info.overrides.setdefault(kind, {})[name] = str(entry.replaced)
+                replaced = self._info.get(entry.replaced.plugin)
+                if replaced is not None:
+                    replaced.overridden_by.setdefault(kind, {})[name] = str(provenance)
 
 
 def _install_hint(info: PluginInfo, exc: BaseException) -> str:

@@ -4,12 +4,18 @@ These are structural (`typing.Protocol`): a plugin satisfies one by having the a
 methods below, with no base class to inherit. Arrays are whatever the backend uses (torch tensors,
 numpy arrays); the core never imports torch, so they are typed `Array` here.
 
+Optional capabilities are small protocols of their own (`ChatTemplating`, `ProbeAndGenerate`,
+`ModelLocking`, `Transcoder`, `ReadinessCheck`, `CostEstimator`, `TokenCounter`, `DeclaresNeeds`):
+the core asks `isinstance(obj, Capability)` instead of reading attributes by name, so every
+optional part of the contract is declared, documented and type-checked here.
+
 Edits (`Clamp`, `Add`, `Replace`) are plain data. A backend applies them for the duration of one
 call only: its hooks are removed in `finally`, also when the forward pass raises.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -17,7 +23,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from saexplain.models import ChatRequest, ChatResponse, Explanation, LatentRecord, Score
+from saexplain.models import (
+    ChatRequest,
+    ChatResponse,
+    Explanation,
+    LatentRecord,
+    Message,
+    Score,
+)
 
 Array = Any
 """A tensor-like value owned by a backend (a torch tensor for the bundled backends)."""
@@ -154,8 +167,8 @@ Edit = Clamp | Add | Replace
 class SparseCoder(Protocol):
     """A dictionary of latents reading activations at one hook (SAE, transcoder, neurons).
 
-    A transcoder reads `hook` and writes elsewhere; it says where with an optional attribute
-    `hook_out` (backends read `getattr(coder, "hook_out", coder.hook)` when applying a Clamp).
+    A transcoder reads `hook` and writes elsewhere; it says where with `hook_out` (the
+    `Transcoder` capability; backends apply a Clamp at `write_hook(coder)`).
     `exclude_bos` drops position 0 when it holds the BOS token, not later tokens with that id.
     """
 
@@ -175,20 +188,29 @@ class SparseCoder(Protocol):
 
 
 @runtime_checkable
+class Transcoder(Protocol):
+    """Capability of a sparse coder that writes somewhere other than where it reads.
+
+    A transcoder encodes the activation at `hook` and its decoder writes at `hook_out` (for
+    example `blocks.0.hook_mlp_out`); a Clamp edits the activation at `hook_out`. An SAE may set
+    `hook_out` equal to `hook`.
+    """
+
+    hook_out: str
+
+
+def write_hook(coder: SparseCoder) -> str:
+    """Where `coder`'s decoder writes: `hook_out` for a transcoder, else `hook`."""
+    return coder.hook_out if isinstance(coder, Transcoder) else coder.hook
+
+
+@runtime_checkable
 class Backend(Protocol):
     """A model stack adapter: tokenization, early-stopping activation capture, edited runs.
 
-    Optional: `chat_prompt(messages, prefill) -> str | None` renders chat messages
-    (`saexplain.models.Message`) with the model's chat template and appends `prefill` (the start
-    of the assistant's answer); `tokenize` of the result (BOS prepended) gives the template's
-    tokens. None (or no such method): the model has no template, and methods fall back to a plain
-    "User: ...\nAssistant: ..." layout.
-
-    Optional: `probe_and_generate(tokens, edits, *, layers, max_new_tokens, temperature, seed)`
-    returns `(logits (batch, vocab), {layer: residual (batch, d_model)}, [new ids per row])`:
-    `probe` at each row's last token and each row's continuation (up to end-of-text) from the same
-    edited pass, for rows of one length. Self-explanation's sweep uses it to decode every scale
-    from its metrics pass; without it, it calls `probe` and then `generate`.
+    Optional capabilities, each its own protocol below: `ChatTemplating` (the model's chat
+    template), `ProbeAndGenerate` (probe and decode from one edited pass) and `ModelLocking` (the
+    lock that serialises model work; `saexplain.concurrency.run_model` takes it).
     """
 
     name: str  # the backend plugin's registered name
@@ -262,6 +284,55 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class ChatTemplating(Protocol):
+    """Capability of a backend whose model has a chat template."""
+
+    def chat_prompt(self, messages: Sequence[Message], prefill: str = "") -> str | None:
+        """`messages` in the model's chat template, the assistant's answer opened and `prefill`
+        (the start of that answer) appended; `tokenize` of the result (BOS prepended) gives the
+        template's tokens. None when this model has no template: methods then fall back to a
+        plain "User: ...\nAssistant: ..." layout."""
+        ...
+
+
+@runtime_checkable
+class ProbeAndGenerate(Protocol):
+    """Capability of a backend that probes and decodes from the same edited pass.
+
+    Self-explanation's sweep uses it to decode every scale from its metrics pass; without it, it
+    calls `probe` and then `generate`.
+    """
+
+    def probe_and_generate(
+        self,
+        tokens: TokenBatch,
+        edits: Sequence[Edit] = (),
+        *,
+        layers: Sequence[int] = (),
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> tuple[Array, dict[int, Array], list[list[int]]]:
+        """`(logits (batch, vocab), {layer: residual (batch, d_model)}, [new ids per row])`:
+        `probe` at each row's last token and each row's continuation (up to end-of-text), from
+        one edited pass, for rows of one length (no padding); edits as in `generate`."""
+        ...
+
+
+@runtime_checkable
+class ModelLocking(Protocol):
+    """Capability of a backend that owns the lock serialising work on its model.
+
+    Torch backends attach hooks to one shared model: two edited passes at once would see each
+    other's hooks. Every method's model work, and the pipeline's collection and record stages,
+    therefore run under this lock (`saexplain.concurrency.run_model`, `model_lock`). It is
+    re-entrant, so model work may nest. A backend without it shares one process-wide lock.
+    """
+
+    model_lock: threading.RLock
+
+
 @dataclass(frozen=True)
 class ProviderCapabilities:
     logprobs: bool = False
@@ -278,6 +349,35 @@ class Provider(Protocol):
     capabilities: ProviderCapabilities
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+@runtime_checkable
+class ReadinessCheck(Protocol):
+    """Capability of a provider (or other component) that can tell before any work whether it
+    will be able to run: the pipeline calls `check_ready` while preparing a run."""
+
+    def check_ready(self) -> None:
+        """Raise a clear `saexplain.errors` error (e.g. a missing API key) if not ready."""
+        ...
+
+
+@runtime_checkable
+class CostEstimator(Protocol):
+    """Capability of a provider that knows its prices (`saexplain estimate` uses it)."""
+
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars for that many tokens; None when the price is unknown."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Capability of a provider with its own tokenizer (`saexplain estimate` counts with it;
+    without it, about four characters make a token)."""
+
+    def count_tokens(self, text: str) -> int:
+        """The number of tokens `text` takes for this provider's model."""
+        ...
 
 
 @dataclass
@@ -329,7 +429,37 @@ LEGACY_NEEDS = Needs(provider=True, backend=True, coder=True)
 """What a method without a `needs` attribute is assumed to use: everything."""
 
 
+@runtime_checkable
+class DeclaresNeeds(Protocol):
+    """Capability of an explainer or scorer that declares what it uses (see `Needs`)."""
+
+    needs: Needs
+
+
 def needs_of(method: object) -> Needs:
     """A method's declared `needs`, or everything for a method that declares none."""
-    needs = getattr(method, "needs", None)
-    return needs if isinstance(needs, Needs) else LEGACY_NEEDS
+    if isinstance(method, DeclaresNeeds) and isinstance(method.needs, Needs):
+        return method.needs
+    return LEGACY_NEEDS
+
+
+def check_latent_request(
+    coders: Sequence[SparseCoder], latents: Mapping[str, Sequence[int]] | None
+) -> None:
+    """The checks every backend's `latent_acts` makes before model work, so all backends reject
+    a bad request with the same error types: at least one coder, unique coder ids, `latents`
+    keyed by those ids, every latent index in `[0, d_sae)`."""
+    from saexplain.errors import ConfigError, LatentIndexError
+
+    if not coders:
+        raise ConfigError("latent_acts needs at least one coder")
+    ids_seen = [c.id for c in coders]
+    if len(set(ids_seen)) != len(ids_seen):
+        raise ConfigError(f"coder ids must be unique, got {ids_seen}")
+    unknown = set(latents or {}) - set(ids_seen)
+    if unknown:
+        raise ConfigError(f"latents given for unknown coders {sorted(unknown)}")
+    for c in coders:
+        subset = np.asarray((latents or {}).get(c.id, ()), dtype=np.int64)
+        if subset.size and (subset.min() < 0 or subset.max() >= c.d_sae):
+            raise LatentIndexError(f"latents out of range [0, {c.d_sae}) for {c.id}")

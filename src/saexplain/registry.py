@@ -51,6 +51,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Component] = {}
         self._ambiguous: dict[str, list[Provenance]] = {}
+        self._shadowed: dict[str, Component] = {}  # what an override replaced, to restore it
 
     def register(
         self,
@@ -71,6 +72,8 @@ class Registry:
             description=description,
             replaced=previous.provenance if previous else None,
         )
+        if previous is not None:
+            self._shadowed[name] = previous
         self._entries[name] = entry
         return entry
 
@@ -110,8 +113,14 @@ class Registry:
         claimants.append(provenance)
 
     def remove_plugin(self, plugin: str) -> None:
+        """Drop `plugin`'s components; a component one of them overrode comes back."""
         for name in [n for n, c in self._entries.items() if c.provenance.plugin == plugin]:
             del self._entries[name]
+            shadowed = self._shadowed.pop(name, None)
+            if shadowed is not None and shadowed.provenance.plugin != plugin:
+                self._entries[name] = shadowed
+        for name in [n for n, c in self._shadowed.items() if c.provenance.plugin == plugin]:
+            del self._shadowed[name]
 
     def get(self, name: str) -> Component:
         if name in self._ambiguous:

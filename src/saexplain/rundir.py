@@ -1,80 +1,223 @@
-"""The run directory: what a run writes, append-only and crash-safe, so a rerun resumes it.
+"""The run directory: the one owner of what a run writes and of how it is read back.
 
     <run>/config.json          the resolved RunConfig, secrets redacted
     <run>/manifest.json        saexplain and plugin versions, seeds, model, coder, BOS policy
-    <run>/latents.jsonl        the fate of every selected latent (ok / rare / dead / error)
-    <run>/records.jsonl        one LatentRecord per latent
-    <run>/explanations.jsonl   one Explanation per (latent, explainer)
-    <run>/scores.jsonl         one Score per (latent, explainer, scorer)
+    <run>/latents.jsonl        one `LatentEntry` per selected latent: its fate (ok / rare / dead)
+    <run>/records.jsonl        one `LatentRecord` per latent
+    <run>/explanations.jsonl   one `Explanation` per (latent, explainer)
+    <run>/scores.jsonl         one `Score` per (latent, explainer, scorer)
     <run>/logs/<latent>.jsonl  prompts and responses, when `log_prompts` is on
     <run>/flags.json           generic answers many latents share, per explainer
     <run>/summary.json, <run>/report.html
 
-Each JSONL line is written with one `write` and flushed (and fsynced) before the next; a line
-cut short by a crash is dropped when the file is reopened, so a resumed run appends cleanly.
-On reading, the last line for a key wins.
+Writing: each JSONL line is written with one `write` and flushed (and fsynced) before the next,
+so a line is committed once its newline is on disk. JSON files are replaced atomically.
+
+Reading (`read_jsonl`), with one policy for the resumed run and for the report alike:
+- a last line without its newline is a write cut short by a crash: it is dropped, with a
+  `TruncatedLineWarning` (a reopened log also truncates it, so the next append starts cleanly);
+- any other line that is not JSON, or that the file's line model rejects, is damage no crash
+  causes: `RunDirError` names the file and line and says how to recover. Skipping it would
+  silently pay for its results again, or report a run with a hole in it.
+- when a key appears twice, the last line wins.
+
+Keys: a latent is keyed by `latent_key(ref)`, `(coder id, hook, index)`. `LatentRef.key`
+(`<hook>_latent<i>`, delphi style) names files and seeds; it is unique within one coder only.
+
+Identity: two configs are the same run when the settings in `DATA_FIELDS` (what the store and
+the records hold) agree; `config_digest` hashes them and `RunDir.check_same_run` refuses a run
+directory that holds another run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, NonNegativeInt, ValidationError
 
-from saexplain.models import Explanation, LatentRecord, Score, Status
+from saexplain.errors import ConfigError, RunDirError
+from saexplain.files import atomic_write_text
+from saexplain.models import (
+    Explanation,
+    Frozen,
+    LatentRecord,
+    LatentRef,
+    LatentStats,
+    RunConfig,
+    Score,
+    Status,
+)
+from saexplain.secrets import redact_secrets
+
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
+LATENTS_FILE = "latents.jsonl"
+RECORDS_FILE = "records.jsonl"
+EXPLANATIONS_FILE = "explanations.jsonl"
+SCORES_FILE = "scores.jsonl"
+SUMMARY_FILE = "summary.json"
+FLAGS_FILE = "flags.json"
+REPORT_FILE = "report.html"
+LOGS_DIR = "logs"
 
 FILES = {
-    "config": "config.json",
-    "manifest": "manifest.json",
-    "latents": "latents.jsonl",
-    "records": "records.jsonl",
-    "explanations": "explanations.jsonl",
-    "scores": "scores.jsonl",
-    "summary": "summary.json",
-    "flags": "flags.json",
-    "report": "report.html",
+    "config": CONFIG_FILE,
+    "manifest": MANIFEST_FILE,
+    "latents": LATENTS_FILE,
+    "records": RECORDS_FILE,
+    "explanations": EXPLANATIONS_FILE,
+    "scores": SCORES_FILE,
+    "summary": SUMMARY_FILE,
+    "flags": FLAGS_FILE,
+    "report": REPORT_FILE,
 }
 
-M = TypeVar("M", bound=BaseModel)
-
-_SECRET_KEY = re.compile(
-    r"(^|_)(api_?key|secret|password|passwd|auth|access_token|hf_token)$", re.I
+# Settings that decide what the store and the records hold: a run directory keeps them fixed.
+DATA_FIELDS = (
+    "model",
+    "coder",
+    "coder_settings",
+    "dataset",
+    "text_field",
+    "split",
+    "n_tokens",
+    "context_length",
+    "prepend_bos",
+    "seed",
+    "records",
 )
-_SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_\-]{20,})")
-REDACTED = "***"
+
+M = TypeVar("M", bound=BaseModel)
+LatentKey = tuple[str, str, int]  # (coder_id, hook, index): unique across coders
 
 
-def redact_secrets(value: Any) -> Any:
-    """A copy of a JSON-like value with secret-looking keys and key-looking strings masked."""
-    if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if _SECRET_KEY.search(str(k)) and v else redact_secrets(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact_secrets(v) for v in value]
-    if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value)
-    return value
+class TruncatedLineWarning(UserWarning):
+    """The last line of a JSONL file was cut short by a crash mid-write; it was dropped."""
 
 
-def explanation_key(e: Explanation) -> tuple[str, str]:
-    return (e.latent.key, e.explainer)
+def latent_key(ref: LatentRef) -> LatentKey:
+    """The key of a latent in a run directory: its coder id, hook and index."""
+    return (ref.coder_id, ref.hook, ref.index)
 
 
-def score_key(s: Score) -> tuple[str, str, str]:
-    return (s.latent.key, s.explainer, s.scorer)
+def explanation_key(e: Explanation) -> tuple[LatentKey, str]:
+    return (latent_key(e.latent), e.explainer)
+
+
+def score_key(s: Score) -> tuple[LatentKey, str, str]:
+    return (latent_key(s.latent), s.explainer, s.scorer)
 
 
 def is_final(result: Explanation | Score) -> bool:
     """OK and FAILED results are final; ERROR (an outage, a crash) is retried on resume."""
     return result.status != Status.ERROR
+
+
+def config_digest(config: RunConfig) -> str:
+    """A short hash of the settings that decide the run's data (`DATA_FIELDS`)."""
+    data = config.model_dump(mode="json", include=set(DATA_FIELDS))
+    return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=4).hexdigest()
+
+
+class LatentEntry(Frozen):
+    """One line of `latents.jsonl`: a selected latent's fate, with or without a record."""
+
+    latent: LatentRef
+    status: str = "ok"  # ok, rare, dead (older runs: skipped)
+    reason: str | None = None  # why there is no record
+    count: NonNegativeInt | None = None  # activating tokens in the store
+    n_windows: NonNegativeInt | None = None  # non-overlapping activating windows
+    stats: LatentStats | None = None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The counts, when known (reports show them beside the status)."""
+        counts = {"count": self.count, "n_windows": self.n_windows}
+        return {k: v for k, v in counts.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LatentEntry:
+        return cls.model_validate(data)
+
+    def to_json(self) -> dict[str, Any]:
+        dumped: dict[str, Any] = self.model_dump(mode="json", exclude_unset=True)
+        return dumped
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def _reason(exc: ValidationError) -> str:
+    """What is wrong with a line, on one line (the CLI prints errors on one line)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = exc.error_count() - 1
+    text = f"{where}: {first['msg']}" if where else first["msg"]
+    return text + (f" (and {more} more)" if more else "")
+
+
+def _damaged(path: Path, lineno: int, reason: str) -> RunDirError:
+    return RunDirError(
+        f"{path}:{lineno}: {reason}. Only a last line can be cut short by a crash, so this line "
+        f"was damaged otherwise: delete line {lineno} (rerunning the run redoes the work it held) "
+        "or restore the file, or start a new run under another `name`"
+    )
+
+
+def _torn(path: Path, lineno: int) -> str:
+    return f"{path}: dropped line {lineno}, cut short by a crash mid-write (no newline)"
+
+
+def read_jsonl(path: Path, model: type[M], *, notes: list[str] | None = None) -> list[M]:
+    """Every line of a JSONL file as `model`, under the run directory's one policy: a torn last
+    line is dropped (warned, and added to `notes`); a damaged line anywhere else raises
+    `RunDirError`. A missing file reads as empty."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    # after the final newline comes b"" or, when a crash cut the last write short, a torn line
+    tail = lines.pop()
+    out: list[M] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(model.model_validate_json(line))
+        except ValidationError as exc:
+            raise _damaged(path, lineno, _reason(exc)) from exc
+    if tail.strip():
+        message = _torn(path, len(lines) + 1)
+        warnings.warn(message, TruncatedLineWarning, stacklevel=2)
+        if notes is not None:
+            notes.append(message)
+    return out
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file of the run directory as a dict: None when missing, `RunDirError` when
+    damaged (it is written atomically, so no crash tears it)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(
+            f"{path}: {exc}; delete it (a rerun writes it again) or restore it"
+        ) from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+# --- writing --------------------------------------------------------------------------------------
 
 
 class JsonlLog:
@@ -87,13 +230,18 @@ class JsonlLog:
         self._repair()
 
     def _repair(self) -> None:
-        """Drop a final line that a crash cut short (no trailing newline)."""
+        """Drop a final line that a crash cut short (no trailing newline), as `read_jsonl` does,
+        so that the next append starts on a line of its own."""
         if not self.path.exists():
             return
         with open(self.path, "rb+") as f:
             data = f.read()
             if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+                kept = data.rfind(b"\n") + 1
+                if data[kept:].strip():
+                    message = _torn(self.path, data.count(b"\n") + 1)
+                    warnings.warn(message, TruncatedLineWarning, stacklevel=3)
+                f.truncate(kept)
 
     def append(self, obj: BaseModel | Mapping[str, Any]) -> None:
         text = obj.model_dump_json() if isinstance(obj, BaseModel) else json.dumps(obj)
@@ -104,22 +252,9 @@ class JsonlLog:
             if self.fsync:
                 os.fsync(f.fileno())
 
-    def lines(self) -> Iterator[str]:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if line.endswith("\n") and line.strip():
-                    yield line
-
     def read(self, model: type[M]) -> list[M]:
-        out: list[M] = []
-        for line in self.lines():
-            try:
-                out.append(model.model_validate_json(line))
-            except ValidationError:
-                continue  # a line from another version or a foreign edit: skip, never crash
-        return out
+        """Every line as `model` (see `read_jsonl`: a damaged line raises `RunDirError`)."""
+        return read_jsonl(self.path, model)
 
 
 class RunDir:
@@ -138,32 +273,43 @@ class RunDir:
         return self.path / FILES[kind]
 
     def log(self, latent_key: str) -> JsonlLog:
-        folder = self.path / "logs"
+        """The prompt log of a latent (named by `LatentRef.key`)."""
+        folder = self.path / LOGS_DIR
         folder.mkdir(exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", latent_key)
         return JsonlLog(folder / f"{safe}.jsonl", fsync=False)
 
-    def done_explanations(self) -> dict[tuple[str, str], Explanation]:
+    def done_explanations(self) -> dict[tuple[LatentKey, str], Explanation]:
+        """Final explanations already in the run, by `explanation_key`."""
         latest = {explanation_key(e): e for e in self.explanations.read(Explanation)}
         return {k: e for k, e in latest.items() if is_final(e)}
 
-    def done_scores(self) -> dict[tuple[str, str, str], Score]:
+    def done_scores(self) -> dict[tuple[LatentKey, str, str], Score]:
+        """Final scores already in the run, by `score_key`."""
         latest = {score_key(s): s for s in self.scores.read(Score)}
         return {k: s for k, s in latest.items() if is_final(s)}
 
-    def stored_records(self) -> dict[str, LatentRecord]:
-        return {r.latent.key: r for r in self.records.read(LatentRecord)}
+    def stored_records(self) -> dict[LatentKey, LatentRecord]:
+        """Records already built, by `latent_key`."""
+        return {latent_key(r.latent): r for r in self.records.read(LatentRecord)}
 
     def read_json(self, kind: str) -> dict[str, Any] | None:
-        path = self.file(kind)
-        if not path.exists():
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else None
+        return read_json(self.file(kind))
 
     def write_json(self, kind: str, data: Mapping[str, Any]) -> None:
-        from saexplain.store._io import atomic_write_text
-
         atomic_write_text(
             self.file(kind), json.dumps(data, indent=2, default=str), fsync=self.fsync
         )
+
+    def check_same_run(self, config: RunConfig) -> None:
+        """Refuse to resume a run directory that holds a run with other data settings."""
+        old = self.read_json("config")
+        if old is None:
+            return
+        new = redact_secrets(config.model_dump(mode="json"))
+        changed = [k for k in DATA_FIELDS if old.get(k) != new.get(k)]
+        if changed:
+            raise ConfigError(
+                f"run directory {self.path} holds a run with different {changed}; "
+                "choose another `name` (or output_dir) for a new run"
+            )

@@ -390,7 +390,7 @@ def test_malformed_user_prompt_files_fail_when_the_explainer_is_built(tmp_path):
         with pytest.raises(ConfigError):
             MaxAct(prompt=str(path), style="label")
     # a file without label answers is fine for sentences: only what is used is required
-    assert MaxAct(prompt=str(tmp_path / "no_label.toml")).style == "sentence"
+    assert MaxAct(prompt=str(tmp_path / "no_label.toml")).settings.style == "sentence"
 
 
 def test_user_given_texts_for_tokenchange(world):
@@ -422,7 +422,7 @@ def test_explainers_are_registered_through_the_plugin_manager():
         names = set(manager.explainers.names())
         assert {"maxact", "vocabproj", "tokenchange", "ensemble"} <= names
         made = manager.explainers.create("tokenchange", value=3.0, mode="add")
-        assert isinstance(made, TokenChange) and made.settings()["value"] == 3.0
+        assert isinstance(made, TokenChange) and made.settings.value == 3.0
         with pytest.raises(ConfigError):
             manager.explainers.create("maxact", max_examples=0)
 

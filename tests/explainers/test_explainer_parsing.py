@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from saexplain.errors import ParseError
-from saexplain.explainers._llm import neutralise, parse_explanation, to_numpy, token_list
+from saexplain.methods import neutralise, parse_explanation, to_numpy, token_list
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,18 @@ def test_to_numpy_uses_duck_typing():
     out = to_numpy(TensorLike([1.0, 2.5]))
     assert out.dtype == np.float64 and out.tolist() == [1.0, 2.5]
     assert to_numpy([[1, 2]]).shape == (1, 2)
+
+
+def test_maxact_shows_dataset_text_like_the_scorers():
+    """One BOS rule and one escaping: the leading BOS is left out, a byte token is the character
+    it stands for (cleaned before escaping), and dataset angle brackets cannot fake a mark."""
+    from saexplain.explainers.maxact import render_examples
+    from saexplain.models import Example
+
+    example = Example(
+        tokens=(1, 2, 3, 4),
+        str_tokens=("<bos>", "<0x0A>", "<b>", "Ġcat"),
+        activations=(0.0, 0.0, 0.0, 5.0),
+    )
+    (text,) = render_examples([example], threshold=0.3, show_values=False, bos_token_id=1)
+    assert text == "\n\u2039b\u203a <<cat>>"

@@ -1,6 +1,7 @@
 """The README's main job in its reduced mode: SmolLM2, the demo SAE, local LLM, HTML report.
 
-Needs every plugin (it runs in the integration session; the core-only session skips it).
+Needs the saexplain-demo plugin and what it depends on (it runs in the integration session; the
+core-only session skips it).
 """
 
 import json
@@ -8,9 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-pytest.importorskip("saexplain_nnsight")
-pytest.importorskip("saexplain_litellm")
-pytest.importorskip("saexplain_embeddings")
+pytest.importorskip("saexplain_demo")  # it brings nnsight, saelens, litellm and embeddings
 
 pytestmark = pytest.mark.slow
 

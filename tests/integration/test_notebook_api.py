@@ -20,7 +20,8 @@ WORDS = {3: " cat", 7: " river"}
 
 @pytest.fixture(scope="module")
 def session():
-    from saexplain_saelens.testing import gpt2_tokenizer, make_sae, plant, tiny_gpt2
+    from saexplain_saelens.testing import make_sae
+    from saexplain_torch.testing import gpt2_tokenizer, plant, tiny_gpt2
 
     tok = gpt2_tokenizer()
     hf = tiny_gpt2()
@@ -61,8 +62,13 @@ def test_explain_with_live_objects(kind, session, tmp_path):
         dataset=texts,
         n_tokens=32 * 150,
         context_length=32,
-        records={"window": 16, "explanation": ["top:8"], "scoring": ["quantile:6"],
-                 "negatives": ["random:6"], "rare_below": 2},
+        records={
+            "window": 16,
+            "explanation": ["top:8"],
+            "scoring": ["quantile:6"],
+            "negatives": ["random:6"],
+            "rare_below": 2,
+        },
         output_dir=str(tmp_path),
         progress=False,
         **extra,
@@ -83,7 +89,8 @@ def test_selfexplain_shorthand_needs_no_llm(session, tmp_path):
         sae=sae,
         tokenizer=tok,
         latents=sorted(WORDS),
-        explainer="selfexplain",
+        explainers="selfexplain",
+        scorers=[],
         dataset=texts,
         n_tokens=32 * 100,
         context_length=32,

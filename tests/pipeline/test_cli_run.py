@@ -43,9 +43,10 @@ def test_run_show_and_estimate_from_a_config_file(project, capsys):
     est = json.loads(capsys.readouterr().out)
     assert est["latents"] == 3 and est["total"]["calls"] > 0
     assert set(est["methods"]) == {"toy", "toy/toyscore"}
-    assert not (tmp_path / "runs" / "clirun" / "explanations.jsonl").exists() or not (
-        tmp_path / "runs" / "clirun" / "explanations.jsonl"
-    ).read_text()  # the dry run writes no results
+    assert (
+        not (tmp_path / "runs" / "clirun" / "explanations.jsonl").exists()
+        or not (tmp_path / "runs" / "clirun" / "explanations.jsonl").read_text()
+    )  # the dry run writes no results
 
     assert main(["run", str(cfg), "latents.indices=[1,2]", "-q"]) == 0
     out = capsys.readouterr().out

@@ -145,7 +145,8 @@ def test_write_report_writes_both(run_dir):
 
 
 def test_latent_info_and_manifest_are_shown(run, tmp_path):
-    latents = [{**entry, "n_windows": "<i>3</i>"} for entry in run.latents]
+    # latents.jsonl lines have a model now: hostile text can only come in its string fields
+    latents = [{**entry, "n_windows": 3, "reason": "<i>3</i>"} for entry in run.latents]
     manifest = {
         **run.manifest,
         "coder": {"id": "sae<1>", "hook": "h"},
@@ -154,7 +155,7 @@ def test_latent_info_and_manifest_are_shown(run, tmp_path):
     results = RunResults(records=run.records, latents=latents, manifest=manifest)
     parser = check(write_html(results, tmp_path / "r.html").read_text())
     text = "".join(parser.text)
-    assert text.count("n_windows: <i>3</i>") == 5
+    assert text.count("n_windows: 3") == 5 and text.count(": <i>3</i>") == 5
     assert "sae<1>" in text and "p (d 1.2)" in text
 
 

@@ -4,9 +4,9 @@ import pytest
 
 from saexplain._async import run_sync
 from saexplain.errors import ConfigError
+from saexplain.methods import expected_value
 from saexplain.models import Choice, Example, Explanation, Status, TokenLogprob
 from saexplain.protocols import MethodContext
-from saexplain.scorers._common import expected_value
 from saexplain.scorers.simulation import (
     SimulationScorer,
     parse_echo,
@@ -158,7 +158,7 @@ def test_failed_explanation_and_bad_settings(planted):
     ):
         with pytest.raises(ConfigError):
             SimulationScorer(**bad)
-    settings = SimulationScorer().settings()
+    settings = SimulationScorer().recorded_settings()
     assert settings["prompt"] == "simulation@1" and settings["echo_prompt"] == "simulation_echo@1"
 
 

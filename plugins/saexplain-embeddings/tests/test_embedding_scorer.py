@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from saexplain_embeddings.scorer import EmbeddingScorer, context_text, resolve_model
 
-from saexplain._async import run_sync
+from saexplain import run_sync
 from saexplain.errors import ConfigError
 from saexplain.models import Explanation, Status
-from saexplain.protocols import MethodContext
+from saexplain.protocols import MethodContext, Needs, needs_of
 from saexplain.testing import FakeBackend, FakeCoder, check_scorer, make_record
 
 WORDS = {0: " cat", 1: " river", 2: " violin", 3: " copper"}
@@ -159,3 +159,12 @@ def test_context_text_drops_bos_only():
     assert context_text(ex) == "Hello world"
     assert context_text(ex, bos=0) == "Hello world"
     assert context_text(ex, bos=99) == "<bos>Hello world"
+
+
+def test_needs_no_provider_and_refuses_another_latents_explanation(planted):
+    _, records = planted
+    scorer = EmbeddingScorer()
+    assert needs_of(scorer) == Needs()  # a run with only this scorer builds no LLM provider
+    score = run_sync(scorer.score(records[0], explanation(records[3], 3), MethodContext()))
+    assert score.status is Status.ERROR and "record for" in score.error
+    assert scorer.loads == 0

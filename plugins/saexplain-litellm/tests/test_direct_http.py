@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 from saexplain_litellm.litellm_provider import LiteLLMProvider
-from saexplain_litellm.retry import RetryPolicy
 
 from saexplain.errors import ProviderAuthError, ProviderBadRequestError
 from saexplain.models import ChatRequest, Message
+from saexplain.providers import ProviderLayer, RetryPolicy, wrap_provider
 
 SECRET = "sk-direct-SECRET-abcdefghijklmnop"
 
@@ -49,16 +49,12 @@ async def server():
     await runner.cleanup()
 
 
-def make(server, **kw) -> LiteLLMProvider:
-    kw.setdefault("retry", RetryPolicy(5, 0.001, 0.002))
-    return LiteLLMProvider(
-        "hosted_vllm/my-model",
-        api_base=server["url"],
-        direct_http=True,
-        cache=False,
-        logprobs=True,
-        **kw,
+def make(server, **kw) -> ProviderLayer:
+    """The adapter inside saexplain's middleware, as a run uses it (retries, no cache)."""
+    adapter = LiteLLMProvider(
+        "hosted_vllm/my-model", api_base=server["url"], direct_http=True, logprobs=True, **kw
     )
+    return wrap_provider(adapter, cache=False, retry=RetryPolicy(5, 0.001, 0.002))
 
 
 async def test_direct_http_answers_with_logprobs_and_retries(server):

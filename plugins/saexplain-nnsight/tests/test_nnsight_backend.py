@@ -5,11 +5,10 @@ import pytest
 import saexplain_nnsight
 import torch
 from saexplain_nnsight.backend import NNsightBackend
-from saexplain_saelens import SAELensCoder
-from saexplain_saelens.testing import (
+from saexplain_torch.testing import (
     check_scoping_and_errors,
     gpt2_tokenizer,
-    make_sae,
+    make_coder,
     tiny_gpt2,
     tiny_llama,
 )
@@ -32,7 +31,7 @@ def family(request):
 
 
 def sae(backend, hook="blocks.1.hook_resid_pre", seed=0):
-    return SAELensCoder(make_sae("standard", backend.d_model, 128, hook, seed=seed))
+    return make_coder(backend.d_model, 128, hook, seed=seed)
 
 
 def torch_hooks(module):

@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import saexplain_saelens
 import torch
-from saexplain_saelens import Neurons, SAELensCoder, as_coder
-from saexplain_saelens.hooks import parse_hook, valid_hook_names
+from saexplain_saelens import SAELensCoder, as_coder
 from saexplain_saelens.testing import make_sae
 
-from saexplain.errors import ConfigError, HookNameError
+from saexplain.errors import ConfigError
 from saexplain.protocols import SparseCoder
 from saexplain.testing import check_plugin
 
@@ -74,34 +73,11 @@ def test_missing_hook_name_is_a_clear_error():
 def test_as_coder_wraps_saes_and_passes_coders_through():
     sae = make_sae("standard", 8, 16, "blocks.0.hook_resid_pre")
     assert isinstance(as_coder(sae), SAELensCoder)
-    n = Neurons(0, 32)
-    assert as_coder(n) is n
+    coder = SAELensCoder(sae)
+    assert as_coder(coder) is coder
 
 
-def test_neurons_topk_and_identity_decoder():
-    n = Neurons(2, 8, k=2)
-    assert n.hook == "blocks.2.mlp.hook_post" and n.d_sae == 8
-    x = torch.tensor([[[3.0, -1.0, 2.0, 0.5, 1.0, -4.0, 0.0, 0.1]]])
-    z = n.encode(x)
-    assert torch.equal(z, torch.tensor([[[3.0, 0, 2.0, 0, 0, 0, 0, 0]]]))
-    assert torch.equal(n.decode(z), z) and torch.equal(n.W_dec, torch.eye(8))
-    assert torch.equal(Neurons(2, 8).encode(x), x.clamp(min=0))
-    with pytest.raises(ConfigError):
-        Neurons(0, 8, k=9)
-
-
-def test_hook_names():
-    site = parse_hook("blocks.3.attn.hook_z", 4)
-    assert (site.layer, site.site, site.stop_layer) == (3, "attn.hook_z", 4)
-    assert parse_hook("blocks.2.hook_resid_pre", 4).stop_layer == 2
-    assert len(valid_hook_names(2)) == 18  # 9 sites per block
-    with pytest.raises(HookNameError, match="hook_resid_pre"):
-        parse_hook("blocks.9.hook_resid_pre", 4)
-    with pytest.raises(HookNameError, match="valid names"):
-        parse_hook("transformer.h.0", 4)
-
-
-def test_plugin_is_light_and_detects_hooked_sae_transformer():
+def test_plugin_is_light_and_detects_saelens_coders(tmp_path):
     import subprocess
     import sys
 
@@ -109,8 +85,23 @@ def test_plugin_is_light_and_detects_hooked_sae_transformer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     check_plugin(saexplain_saelens, name="saelens-under-test")
-    from sae_lens import HookedSAETransformer
+    detect = saexplain_saelens.detect_coder
+    assert detect(make_sae("standard", 8, 16, "blocks.0.hook_resid_pre")) == "saelens"
+    assert detect("gpt2-small-res-jb/blocks.8.hook_resid_pre") == "saelens"
+    assert detect(("gpt2-small-res-jb", "blocks.8.hook_resid_pre")) == "saelens"
+    make_sae("standard", 8, 16, "blocks.0.hook_resid_pre").save_model(tmp_path / "sae")
+    assert detect(str(tmp_path / "sae")) == "saelens"
+    # not SAELens: other objects, folders without an SAE config, named sources, bare words
+    assert detect(np.zeros(1)) is None and detect(torch.zeros(1)) is None
+    assert detect(str(tmp_path)) is None
+    assert detect("neurons:blocks.0.mlp.hook_post") is None
+    assert detect("no-slash") is None
 
-    fake = HookedSAETransformer.__new__(HookedSAETransformer)
-    assert saexplain_saelens.detect_backend(fake) == "transformerlens"
-    assert saexplain_saelens.detect_backend(np.zeros(1)) is None
+
+def test_detect_coder_decides_the_pipeline_source(tmp_path):
+    from saexplain.plugins import PluginManager
+
+    manager = PluginManager(builtins=(), entry_points=[])
+    manager.register_plugin(saexplain_saelens, name="saelens-under-test")
+    assert manager.detect_coder(make_sae("standard", 8, 16, "blocks.0.hook_resid_pre")) == "saelens"
+    assert manager.detect_coder(object()) is None

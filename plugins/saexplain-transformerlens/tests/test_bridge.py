@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import saexplain_transformerlens
 import torch
-from saexplain_saelens import SAELensCoder
-from saexplain_saelens.testing import (
+from saexplain_torch.testing import (
+    TinySAE,
     check_acts_match_hidden_states,
     check_one_pass_equals_one_at_a_time,
     check_scoping_and_errors,
     coders_at_every_site,
     gpt2_tokenizer,
-    make_sae,
+    make_coder,
     plant,
     tiny_gpt2,
     tiny_llama,
@@ -101,9 +101,7 @@ def test_detect_and_make_backend(family):
 
 def test_contract(family):
     _, _, bridge, _ = family
-    check_backend(
-        bridge, SAELensCoder(make_sae("standard", bridge.d_model, 128, "blocks.1.hook_resid_pre"))
-    )
+    check_backend(bridge, make_coder(bridge.d_model, 128, "blocks.1.hook_resid_pre"))
 
 
 def test_agrees_with_hooked_transformer(family):
@@ -158,7 +156,7 @@ def test_resid_mid_edits_reach_the_residual_stream(family):
     for edit in [
         Add(direction=direction, scale=10.0, hook="blocks.0.hook_resid_mid"),
         Clamp(
-            SAELensCoder(make_sae("standard", bridge.d_model, 64, "blocks.0.hook_resid_mid")),
+            make_coder(bridge.d_model, 64, "blocks.0.hook_resid_mid"),
             3,
             40.0,
         ),
@@ -195,7 +193,7 @@ def test_stops_right_after_the_deepest_hook(family):
     tokens = bridge.tokenize(["early stopping"])
 
     def sae(hook, seed=0):
-        return SAELensCoder(make_sae("standard", bridge.d_model, 128, hook, seed=seed))
+        return make_coder(bridge.d_model, 128, hook, seed=seed)
 
     try:
         bridge.latent_acts(tokens, [sae("blocks.0.hook_resid_pre")])
@@ -226,11 +224,11 @@ def test_scoping_and_clear_errors(family):
     assert bridge.hook_count() == 0
 
     # a raise after a resid_mid edit armed its write-through at the same block's hook_mlp_out
-    class Boom(SAELensCoder):
+    class Boom(TinySAE):
         def encode(self, x):
             raise RuntimeError("boom")
 
-    boom = Boom(make_sae("standard", bridge.d_model, 16, "blocks.1.hook_mlp_out"))
+    boom = Boom(bridge.d_model, 16, "blocks.1.hook_mlp_out")
     tokens = bridge.tokenize(["raise in the middle"])
     base = np.asarray(bridge.logits(tokens))
     mid = Add(np.ones(bridge.d_model), 3.0, "blocks.1.hook_resid_mid")
@@ -255,10 +253,10 @@ def test_planted_features_fire_exactly_where_planted(family):
     hf = FAMILIES[name](seed=1)
     planted = {3: tok.encode(" cat")[0], 7: tok.encode(" dog")[0], 11: tok.encode(" apple")[0]}
     d = hf.config.hidden_size if name == "llama" else hf.config.n_embd
-    sae = make_sae("jumprelu", d, 32, "blocks.0.hook_resid_pre")
+    sae = make_coder(d, 32, "blocks.0.hook_resid_pre")
     plant(sae, hf.get_input_embeddings().weight.data, planted)
     texts = ["The cat and the dog ate an apple.", "No pets here", "dog cat dog, apple cat"]
-    check_planted(TransformerBridgeBackend(boot(hf)), SAELensCoder(sae), planted, texts)
+    check_planted(TransformerBridgeBackend(boot(hf)), sae, planted, texts)
 
 
 def test_unsupported_hook_raises_listing_the_valid_ones():
@@ -280,7 +278,7 @@ def test_unsupported_hook_raises_listing_the_valid_ones():
     )
     bridge = TransformerBridgeBackend(boot(GPTNeoXForCausalLM(config).eval(), "tiny-neox"))
     tokens = bridge.tokenize(["parallel blocks"])
-    mid = SAELensCoder(make_sae("standard", 64, 32, "blocks.1.hook_resid_mid"))
+    mid = make_coder(64, 32, "blocks.1.hook_resid_mid")
     with pytest.raises(HookNameError, match="not available on this TransformerBridge") as err:
         bridge.latent_acts(tokens, [mid])
     assert "hook_resid_post" in str(err.value) and "'hook_resid_mid'" not in str(err.value)
@@ -290,7 +288,7 @@ def test_unsupported_hook_raises_listing_the_valid_ones():
         bridge.site("blocks.9.hook_resid_pre")
     assert bridge.hook_count() == 0
     # the other sites work there
-    post = SAELensCoder(make_sae("standard", 64, 32, "blocks.1.hook_resid_post"))
+    post = make_coder(64, 32, "blocks.1.hook_resid_post")
     assert len(bridge.latent_acts(tokens, [post])[post.id]) > 0
 
 

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import saexplain_transformerlens
 import torch
-from saexplain_saelens import SAELensCoder
-from saexplain_saelens.testing import (
+from saexplain_torch.testing import (
     check_scoping_and_errors,
     gpt2_tokenizer,
-    make_sae,
+    make_coder,
     tiny_gpt2,
     tiny_llama,
 )
@@ -27,7 +26,7 @@ def backend(request):
 
 
 def sae(backend, hook="blocks.1.hook_resid_pre", **kw):
-    return SAELensCoder(make_sae("standard", backend.d_model, 128, hook, **kw))
+    return make_coder(backend.d_model, 128, hook, **kw)
 
 
 def test_entry_point_and_plugin():
@@ -39,11 +38,17 @@ def test_entry_point_and_plugin():
 
 
 def test_detect_backend(backend):
-    from sae_lens import HookedSAETransformer
+    from transformer_lens import HookedTransformer
 
     detect = saexplain_transformerlens.detect_backend
     assert detect(backend.model) == "transformerlens"
-    assert detect(HookedSAETransformer.__new__(HookedSAETransformer)) == "transformerlens"
+    # SAELens's HookedSAETransformer, told by its MRO without importing sae_lens
+    sae_cls = type(
+        "HookedSAETransformer",
+        (HookedTransformer,),
+        {"__module__": "sae_lens.analysis.hooked_sae_transformer"},
+    )
+    assert detect(sae_cls.__new__(sae_cls)) == "transformerlens"
     assert detect(tiny_gpt2()) is None and detect(object()) is None
     assert saexplain_transformerlens.make_backend(backend.model).name == "transformerlens"
     with pytest.raises(BackendError, match="HookedTransformer"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from saexplain.hookspecs import Register, hookimpl
+from saexplain.methods import Register, hookimpl
 
 # Modules that each define `register(register)`, imported only when the registry is first used.
 METHOD_MODULES: tuple[str, ...] = (

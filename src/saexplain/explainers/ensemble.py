@@ -11,32 +11,37 @@ Each component takes its own settings (`maxact={...}`, `vocabproj={...}`, `token
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from string import Template
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import JsonValue
+from pydantic import Field, JsonValue, field_validator
 
-from saexplain.checks import check_choice
-from saexplain.errors import ConfigError
-from saexplain.explainers._llm import (
-    Evidence,
-    EvidenceUnavailable,
-    LLMExplainer,
-    table,
-)
 from saexplain.explainers.maxact import MaxAct
 from saexplain.explainers.tokenchange import TokenChange
 from saexplain.explainers.vocabproj import VocabProj
-from saexplain.hookspecs import Register
-from saexplain.models import Explanation, LatentRecord, Status, Usage
-from saexplain.protocols import MethodContext
+from saexplain.methods import (
+    ConfigError,
+    Evidence,
+    EvidenceUnavailable,
+    Explanation,
+    LatentRecord,
+    LLMExplainer,
+    MethodContext,
+    Needs,
+    Register,
+    Status,
+    Usage,
+    needs_of,
+    table,
+)
 
 COMPONENTS: dict[str, type[LLMExplainer]] = {
     "maxact": MaxAct,
     "vocabproj": VocabProj,
     "tokenchange": TokenChange,
 }
+Component = Literal["maxact", "vocabproj", "tokenchange"]
 
 
 class Ensemble(LLMExplainer):
@@ -46,49 +51,63 @@ class Ensemble(LLMExplainer):
     name: ClassVar[str] = "ensemble"
     default_prompt: ClassVar[str] = "ensemble"
     required_tables = ("style", "reasoning", "sections")
+    needs: Needs  # what the chosen components need, set in __init__
 
-    def __init__(
-        self,
-        *,
-        mode: str = "raw",
-        components: Sequence[str] = ("maxact", "vocabproj", "tokenchange"),
-        maxact: Mapping[str, Any] | None = None,
-        vocabproj: Mapping[str, Any] | None = None,
-        tokenchange: Mapping[str, Any] | None = None,
-        separator: str = "; ",
-        **common: Any,  # prompt, style, cot, temperature, max_tokens: see LLMExplainer
-    ) -> None:
-        super().__init__(**common)
-        self.mode = check_choice("mode", mode, ("raw", "concat"))
-        if isinstance(components, str) or not components:
-            raise ConfigError(f"setting 'components' must be a non-empty list, got {components!r}")
-        names = [check_choice("components", c, tuple(COMPONENTS)) for c in components]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"setting 'components' lists a method twice: {names}")
-        if not isinstance(separator, str):
-            raise ConfigError(f"setting 'separator' must be a string, got {separator!r}")
-        self.separator = separator
-        given = {"maxact": maxact, "vocabproj": vocabproj, "tokenchange": tokenchange}
+    class Settings(LLMExplainer.Settings):
+        """The common LLM explainer settings (the ensemble's own prompt call), and its parts."""
+
+        mode: Literal["raw", "concat"] = Field(
+            "raw",
+            description='`"raw"`: all evidence in one prompt, one call; `"concat"`: run each '
+            "component, join their texts",
+        )
+        components: list[Component] = Field(
+            ["maxact", "vocabproj", "tokenchange"],
+            min_length=1,
+            strict=False,  # a tuple of names is fine
+            description="which methods to combine",
+        )
+        maxact: dict[str, Any] | None = Field(None, description="settings of the maxact part")
+        vocabproj: dict[str, Any] | None = Field(None, description="settings of the vocabproj part")
+        tokenchange: dict[str, Any] | None = Field(
+            None, description="settings of the tokenchange part"
+        )
+        separator: str = Field("; ", description="joins the descriptions in `concat` mode")
+
+        @field_validator("components")
+        @classmethod
+        def _each_once(cls, names: list[Component]) -> list[Component]:
+            if len(set(names)) != len(names):
+                raise ValueError(f"lists a method twice: {names}")
+            return names
+
+    settings: Settings
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
         self.components: dict[str, LLMExplainer] = {}
-        for name in names:
-            sub = given[name] or {}
-            if not isinstance(sub, Mapping):
-                raise ConfigError(f"setting {name!r} must be a mapping of {name} settings")
+        for name in self.settings.components:
+            given: dict[str, Any] | None = getattr(self.settings, name)
             try:
-                self.components[name] = COMPONENTS[name](**sub)
-            except TypeError as e:  # an unknown keyword for the component
-                raise ConfigError(f"bad {name} settings for ensemble: {e}") from e
-        for name in names:
+                self.components[name] = COMPONENTS[name](**(given or {}))
+            except ConfigError as e:  # say where the bad setting was given
+                raise ConfigError(f"ensemble setting {name!r}: {e}") from e
             table(self.prompt, "sections", name)
+        # what its parts need: every part asks an LLM; the output-centric ones read the model
+        parts = [needs_of(c) for c in self.components.values()]
+        self.needs = Needs(
+            provider=True,
+            backend=any(n.backend for n in parts),
+            coder=any(n.coder for n in parts),
+        )
         self.validate_prompt()
 
-    def method_settings(self) -> dict[str, JsonValue]:
-        return {
-            "mode": self.mode,
-            "components": list(self.components),
-            "separator": self.separator,
-            **{name: c.settings() for name, c in self.components.items()},
-        }
+    def recorded_settings(self) -> dict[str, JsonValue]:
+        """The declared settings, each component's as that component records them."""
+        recorded = super().recorded_settings()
+        for name in COMPONENTS:
+            del recorded[name]  # as given; the components record what they made of it
+        return recorded | {name: c.recorded_settings() for name, c in self.components.items()}
 
     def shot_fields(self, shot: Mapping[str, Any]) -> dict[str, str]:
         raise ConfigError(f"prompt {self.prompt.id}: the ensemble prompt takes no shots")
@@ -113,7 +132,7 @@ class Ensemble(LLMExplainer):
         )
 
     async def explain(self, record: LatentRecord, ctx: MethodContext) -> Explanation:
-        if self.mode == "raw":
+        if self.settings.mode == "raw":
             return await super().explain(record, ctx)
         parts: dict[str, Explanation] = {}
         usage = Usage()
@@ -134,12 +153,13 @@ class Ensemble(LLMExplainer):
             return self.result(
                 record,
                 status=status,
-                text=self.separator.join(ok),
+                text=self.settings.separator.join(ok),
                 error=error,
                 evidence=evidence,
                 usage=usage,
             )
-        return self.result(record, text=self.separator.join(ok), evidence=evidence, usage=usage)
+        separator = self.settings.separator
+        return self.result(record, text=separator.join(ok), evidence=evidence, usage=usage)
 
 
 def register(register: Register) -> None:

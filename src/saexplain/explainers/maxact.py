@@ -7,31 +7,34 @@ Few-shot examples are data in the prompt file, rendered by the same code as live
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from string import Template
 from typing import Any, ClassVar
 
-from pydantic import JsonValue
+from pydantic import Field, JsonValue
 
-from saexplain.checks import check_bool, check_float, check_int
-from saexplain.errors import ConfigError
-from saexplain.explainers._llm import (
+from saexplain.methods import (
+    ConfigError,
     Evidence,
     EvidenceUnavailable,
+    Example,
+    LatentRecord,
     LLMExplainer,
+    MethodContext,
+    Needs,
+    Register,
+    bos_id,
+    display_tokens,
+    first_shown,
     logit_lens,
-    neutralise,
+    render_example,
+    run_model,
     table,
     token_list,
     top_tokens,
     truncate,
 )
-from saexplain.hookspecs import Register
-from saexplain.models import Example, LatentRecord
-from saexplain.protocols import MethodContext
-from saexplain.render import render_example
 
 EVIDENCE_CHARS = 400  # per example recorded in Explanation.evidence
 
@@ -53,23 +56,6 @@ def select_examples(examples: Sequence[Example], cap: int) -> list[Example]:
     return [examples[i] for i in sorted(chosen)]
 
 
-_SPECIAL = re.compile(r"^(?:<\|?[A-Za-z_]+\|?>|<s>)$")
-
-
-def drop_leading_special(example: Example, bos_token_id: int | None = None) -> Example:
-    """A window that starts a context carries the BOS token; it is not text, so not shown."""
-    if not example.tokens or example.activations[0] > 0:
-        return example
-    first_id, first = example.tokens[0], example.str_tokens[0].strip()
-    if (bos_token_id is not None and first_id == bos_token_id) or _SPECIAL.match(first):
-        return Example(
-            tokens=example.tokens[1:],
-            str_tokens=example.str_tokens[1:],
-            activations=example.activations[1:],
-        )
-    return example
-
-
 def render_examples(
     examples: Sequence[Example],
     *,
@@ -77,13 +63,17 @@ def render_examples(
     show_values: bool,
     bos_token_id: int | None = None,
 ) -> list[str]:
-    """Each example highlighted: a leading BOS dropped, dataset angle brackets neutralised so
-    they cannot fake highlight marks."""
+    """Each example highlighted as every prompt shows dataset text: a leading BOS left out, the
+    tokens cleaned and their angle brackets neutralised so they cannot fake highlight marks."""
     out = []
     for ex in examples:
-        ex = drop_leading_special(ex, bos_token_id)
-        safe = ex.model_copy(update={"str_tokens": tuple(neutralise(t) for t in ex.str_tokens)})
-        out.append(render_example(safe, threshold=threshold, show_values=show_values))
+        start = first_shown(ex, bos_token_id)
+        shown = Example(
+            tokens=ex.tokens[start:],
+            str_tokens=tuple(display_tokens(ex, start)),
+            activations=ex.activations[start:],
+        )
+        out.append(render_example(shown, threshold=threshold, show_values=show_values))
     return out
 
 
@@ -113,34 +103,43 @@ def shot_examples(shot: Mapping[str, Any], prompt_id: str) -> list[Example]:
 class MaxAct(LLMExplainer):
     """Explain a latent from its highlighted activating examples."""
 
+    class Settings(LLMExplainer.Settings):
+        """The common LLM explainer settings, and what maxact shows."""
+
+        max_examples: int = Field(
+            40,
+            ge=1,
+            description="cap on examples shown; the cap keeps the sampler mix (round-robin over "
+            "top / random / quantile / importance samplers, record order kept)",
+        )
+        threshold: float = Field(
+            0.3,
+            ge=0.0,
+            le=1.0,
+            description="a token is marked at >= threshold x the example's max activation",
+        )
+        show_values: bool = Field(
+            False,
+            description="add a line of per-token activations 0-10 (scaled to the example's max)",
+        )
+        top_logits: int = Field(
+            0,
+            ge=0,
+            le=200,
+            description="also show the latent's top N promoted tokens (logit lens); needs a "
+            "backend and coder, otherwise recorded as unavailable",
+        )
+
     name: ClassVar[str] = "maxact"
     default_prompt: ClassVar[str] = "maxact"
+    needs: ClassVar[Needs] = Needs(provider=True)  # the model only for optional top_logits
     required_tables = ("style", "reasoning", "sections")
+    settings: Settings
 
-    def __init__(
-        self,
-        *,
-        max_examples: int = 40,
-        threshold: float = 0.3,
-        show_values: bool = False,
-        top_logits: int = 0,
-        **common: Any,  # prompt, style, cot, temperature, max_tokens: see LLMExplainer
-    ) -> None:
-        super().__init__(**common)
-        self.max_examples = check_int("max_examples", max_examples, low=1)
-        self.threshold = check_float("threshold", threshold, low=0.0, high=1.0)
-        self.show_values = check_bool("show_values", show_values)
-        self.top_logits = check_int("top_logits", top_logits, low=0, high=200)
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
         table(self.prompt, "sections", "logits")
         self.validate_prompt()
-
-    def method_settings(self) -> dict[str, JsonValue]:
-        return {
-            "max_examples": self.max_examples,
-            "threshold": self.threshold,
-            "show_values": self.show_values,
-            "top_logits": self.top_logits,
-        }
 
     def logits_field(self, tokens: Sequence[str]) -> str:
         if not tokens:
@@ -150,9 +149,12 @@ class MaxAct(LLMExplainer):
 
     def shot_fields(self, shot: Mapping[str, Any]) -> dict[str, str]:
         examples = shot_examples(shot, self.prompt.id)
-        rendered = render_examples(examples, threshold=self.threshold, show_values=self.show_values)
+        rendered = render_examples(
+            examples, threshold=self.settings.threshold, show_values=self.settings.show_values
+        )
         logits = shot.get("top_logits", [])
-        shown = [str(t) for t in logits][: self.top_logits] if self.top_logits else []
+        top = self.settings.top_logits
+        shown = [str(t) for t in logits][:top] if top else []
         return {"examples": examples_field(rendered), "logits": self.logits_field(shown)}
 
     async def gather(self, record: LatentRecord, ctx: MethodContext) -> Evidence:
@@ -160,21 +162,25 @@ class MaxAct(LLMExplainer):
             raise EvidenceUnavailable(
                 f"latent {record.latent} has no explanation examples (dead or too rare?)"
             )
-        examples = select_examples(record.explanation_examples, self.max_examples)
-        bos = ctx.backend.bos_token_id if ctx.backend is not None else None
+        examples = select_examples(record.explanation_examples, self.settings.max_examples)
         rendered = render_examples(
-            examples, threshold=self.threshold, show_values=self.show_values, bos_token_id=bos
+            examples,
+            threshold=self.settings.threshold,
+            show_values=self.settings.show_values,
+            bos_token_id=bos_id(ctx),
         )
         shown: dict[str, JsonValue] = {
             "examples": [truncate(r, EVIDENCE_CHARS) for r in rendered],
         }
         logit_tokens: list[str] = []
-        if self.top_logits:
+        if self.settings.top_logits:
             if ctx.backend is None or ctx.coder is None:
                 shown["top_logits"] = "unavailable: no backend and coder in the context"
             else:
-                lens = logit_lens(ctx.backend, ctx.coder, record.latent.index)
-                found, _ = top_tokens(ctx.backend, lens, self.top_logits)
+                lens = await run_model(
+                    ctx.backend, logit_lens, ctx.backend, ctx.coder, record.latent.index
+                )
+                found, _ = top_tokens(ctx.backend, lens, self.settings.top_logits)
                 logit_tokens = [t.token for t in found]
                 shown["top_logits"] = [t.json() for t in found]
         lengths = [len(e.tokens) for e in examples]

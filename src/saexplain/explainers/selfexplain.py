@@ -22,25 +22,42 @@ flags answers that many latents share. Prompts are data (`selfexplain_meaning.to
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import JsonValue
+from pydantic import Field, JsonValue, field_validator, model_validator
 
-from saexplain.errors import BackendError, ConfigError, DimensionMismatchError, LatentIndexError
-from saexplain.hookspecs import Register
-from saexplain.models import Explanation, LatentRecord, Message, Status
-from saexplain.prompts import PromptTemplate, load_prompt
-from saexplain.protocols import Backend, MethodContext, Replace, TokenBatch
-from saexplain.store import _io as store_io
-from saexplain.store._io import derive_seed
+from saexplain.methods import (
+    Backend,
+    BackendError,
+    ChatTemplating,
+    ConfigError,
+    DimensionMismatchError,
+    Explanation,
+    LatentIndexError,
+    LatentRecord,
+    Message,
+    MethodContext,
+    MethodSettings,
+    Needs,
+    ProbeAndGenerate,
+    PromptTemplate,
+    Register,
+    Replace,
+    Status,
+    TokenBatch,
+    latent_seed,
+    load_prompt,
+    model_lock,
+    run_model,
+    to_numpy,
+)
 
 __all__ = [
     "PreparedPrompt",
@@ -56,14 +73,10 @@ __all__ = [
 
 Floats = npt.NDArray[np.float64]
 
-# Torch backends attach hooks to a shared model: two patched runs at once would see each other's
-# hooks, so model work from concurrent explain() calls is serialised (and kept off the event loop).
-_MODEL_LOCK = threading.Lock()
-
 
 def _np(x: Any) -> Floats:
     """A float64 numpy copy of a numpy array or tensor-like value (no torch import)."""
-    return np.asarray(store_io.to_numpy(x), dtype=np.float64)
+    return to_numpy(x, np.float64)
 
 
 # --- prompts --------------------------------------------------------------------------------------
@@ -113,8 +126,9 @@ def prepare_prompt(backend: Backend, template: PromptTemplate) -> PreparedPrompt
     prefill = PromptTemplate(
         name=template.name, version=template.version, system="", user=str(template.data["prefill"])
     ).render_user(placeholder=placeholder)
-    chat = getattr(backend, "chat_prompt", None)
-    rendered = chat(messages, prefill) if callable(chat) else None
+    rendered = (
+        backend.chat_prompt(messages, prefill) if isinstance(backend, ChatTemplating) else None
+    )
     if rendered is not None:
         text, kind = str(rendered), "model"
     else:
@@ -214,14 +228,13 @@ def sweep(
     `generate` follows each pass."""
     unit = direction / np.linalg.norm(direction)
     scales_arr = np.asarray(scales, dtype=np.float64)
-    together = callable(getattr(backend, "probe_and_generate", None))
     selfsim, entropy, texts, calls = [], [], [], 0
     for lo in range(0, len(scales_arr), batch_size):
         chunk = scales_arr[lo : lo + batch_size]
         tokens = TokenBatch.from_lists([list(prompt.ids)] * len(chunk))
         edit = _patch(prompt, chunk[:, None] * unit[None, :], patch_layer)
-        if max_new_tokens and together:
-            logits, resid, new = backend.probe_and_generate(  # type: ignore[attr-defined]
+        if max_new_tokens and isinstance(backend, ProbeAndGenerate):
+            logits, resid, new = backend.probe_and_generate(
                 tokens,
                 [edit],
                 layers=[probe_layer],
@@ -326,99 +339,102 @@ def _floats(x: Floats, digits: int = 6) -> list[JsonValue]:
 class SelfExplainer:
     """Self-explanation of a latent by patching its decoder direction into a prompt.
 
-    Settings (all recorded with every explanation):
-    - `prompts`: prompt names or `.toml` paths; the first gives the explanation text, the others
-      go to the evidence (default: meaning, then repeat).
-    - `n_scales` (32), `max_scale` (2.0): scales `linspace(0, max_scale, n_scales)` times the
-      median residual norm at `patch_layer` over the prompt's tokens (BOS excluded), so one
-      setting works across models.
-    - `patch_layer` (0: the embeddings; see `layers`), `probe_layer` (None: `round(probe_depth *
-      n_layers)`, `probe_depth` 0.8), must be deeper than the patch.
-    - `alpha` (0.4): weight of self-similarity in the composite; the `top_k` (3) scales'
-      answers are the explanations (every scale's answer is kept in the evidence).
-    - `max_new_tokens` (24), `temperature` (0.0 = greedy; sampled with a seed per latent).
-    - `batch_size` (32): rows per forward pass; memory grows with rows * prompt length * vocab.
-    - `min_selfsim` (0.01): peak self-similarity below it marks the latent not self-explainable.
-      `"auto"`: calibrated on the run, once per model, by `calibrate` (the level random
-      directions reach); the level used is recorded in each explanation's evidence.
+    Settings (`SelfExplainer.Settings`, all recorded with every explanation): the prompts, the
+    scale sweep (`n_scales` scales `linspace(0, max_scale, n_scales)` times the median residual
+    norm at `patch_layer` over the prompt's tokens, BOS excluded, so one setting works across
+    models), the layers, the composite's `alpha` and `top_k`, generation, and `min_selfsim`
+    (`"auto"`: calibrated on the run, once per model, by `calibrate`).
     """
 
-    name = "selfexplain"
+    class Settings(MethodSettings):
+        """What selfexplain patches, sweeps and generates."""
 
-    def __init__(
-        self,
-        *,
-        prompts: Sequence[str] = ("selfexplain_meaning", "selfexplain_repeat"),
-        n_scales: int = 32,
-        max_scale: float = 2.0,
-        patch_layer: int | None = 0,
-        probe_layer: int | None = None,
-        probe_depth: float = 0.8,
-        alpha: float = 0.4,
-        top_k: int = 3,
-        max_new_tokens: int = 24,
-        temperature: float = 0.0,
-        batch_size: int = 32,
-        min_selfsim: float | str = 0.01,
-    ) -> None:
-        if isinstance(prompts, str):
-            prompts = (prompts,)
-        if not prompts:
-            raise ConfigError("selfexplain needs at least one prompt")
-        if n_scales < 2:
-            raise ConfigError(f"n_scales must be >= 2, got {n_scales}")
-        if not max_scale > 0:
-            raise ConfigError(f"max_scale must be > 0, got {max_scale}")
-        if not 0 <= alpha <= 1:
-            raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
-        if not 1 <= top_k < n_scales:
-            raise ConfigError(f"top_k must be in [1, n_scales={n_scales}), got {top_k}")
-        if max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {temperature}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 < probe_depth <= 1:
-            raise ConfigError(f"probe_depth must be in (0, 1], got {probe_depth}")
-        for what, layer in (("patch_layer", patch_layer), ("probe_layer", probe_layer)):
-            if layer is not None and layer < 0:
-                raise ConfigError(f"{what} must be >= 0, got {layer}")
-        if patch_layer is not None and probe_layer is not None and probe_layer <= patch_layer:
-            raise ConfigError(f"probe_layer {probe_layer} must be deeper than patch {patch_layer}")
-        self.templates = [load_prompt(p) for p in prompts]  # raises ConfigError if unknown
+        prompts: list[str | Path] = Field(
+            ["selfexplain_meaning", "selfexplain_repeat"],
+            min_length=1,
+            strict=False,  # a tuple of names is fine
+            description="prompt names or `.toml` paths; the first gives the text",
+        )
+        n_scales: int = Field(32, ge=2, description="scales in the sweep")
+        max_scale: float = Field(
+            2.0,
+            gt=0.0,
+            description="largest scale, in units of the residual norm at the patch layer",
+        )
+        patch_layer: int | None = Field(
+            0,
+            ge=0,
+            description="block whose input is patched (0: the token embeddings; see below)",
+        )
+        probe_layer: int | None = Field(
+            None,
+            ge=0,
+            description="block whose input gives self-similarity (deeper than the patch); "
+            "`None`: `round(probe_depth * n_layers)`",
+        )
+        probe_depth: float = Field(
+            0.8,
+            gt=0.0,
+            le=1.0,
+            description="default probe depth as a fraction of the model's layers",
+        )
+        alpha: float = Field(
+            0.4, ge=0.0, le=1.0, description="weight of self-similarity in the composite"
+        )
+        top_k: int = Field(
+            3, ge=1, description="scales that generate answers (fewer than `n_scales`)"
+        )
+        max_new_tokens: int = Field(24, ge=1, description="answer length bound")
+        temperature: float = Field(
+            0.0,
+            ge=0.0,
+            description="0 is greedy; above 0 samples with a seed derived from the run seed and "
+            "the latent",
+        )
+        batch_size: int = Field(
+            32,
+            ge=1,
+            description="rows per forward pass (memory grows with rows x prompt length x "
+            "vocabulary)",
+        )
+        min_selfsim: float | Literal["auto"] = Field(
+            0.01,
+            description="peak self-similarity below this marks the latent not self-explainable "
+            '(`"auto"`: calibrated on the run)',
+        )
+
+        @field_validator("prompts", mode="before")
+        @classmethod
+        def _one_prompt_as_list(cls, value: Any) -> Any:
+            return [value] if isinstance(value, str | Path) else value
+
+        @model_validator(mode="after")
+        def _consistent(self) -> Self:
+            if self.top_k >= self.n_scales:
+                raise ValueError(
+                    f"top_k must be in [1, n_scales={self.n_scales}), got {self.top_k}"
+                )
+            patch, probe = self.patch_layer, self.probe_layer
+            if patch is not None and probe is not None and probe <= patch:
+                raise ValueError(f"probe_layer {probe} must be deeper than patch_layer {patch}")
+            return self
+
+    name = "selfexplain"
+    needs: ClassVar[Needs] = Needs(backend=True, coder=True)  # the subject model, no LLM
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings.parse(self.name, settings)
+        # raises ConfigError if unknown
+        self.templates = [load_prompt(p) for p in self.settings.prompts]
         for t in self.templates:
             if "prefill" not in t.data:
                 raise ConfigError(f"prompt {t.id} needs a `prefill` (the start of the answer)")
-        self.prompts = tuple(str(p) for p in prompts)
-        self.n_scales, self.max_scale = n_scales, float(max_scale)
-        self.patch_layer, self.probe_layer, self.probe_depth = patch_layer, probe_layer, probe_depth
-        self.alpha, self.top_k = float(alpha), top_k
-        self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
-        if isinstance(min_selfsim, str) and min_selfsim != "auto":
-            raise ConfigError(f'min_selfsim must be a number or "auto", got {min_selfsim!r}')
-        self.batch_size = batch_size
-        self.min_selfsim: float | str = (
-            min_selfsim if isinstance(min_selfsim, str) else float(min_selfsim)
-        )
         self._calibrated: dict[str, float] = {}
         self._prepared: dict[tuple[str, str], tuple[PreparedPrompt, float]] = {}
 
-    def settings(self) -> dict[str, JsonValue]:
-        return {
-            "prompts": [t.id for t in self.templates],
-            "n_scales": self.n_scales,
-            "max_scale": self.max_scale,
-            "patch_layer": self.patch_layer,
-            "probe_layer": self.probe_layer,
-            "probe_depth": self.probe_depth,
-            "alpha": self.alpha,
-            "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "batch_size": self.batch_size,
-            "min_selfsim": self.min_selfsim,
-        }
+    def recorded_settings(self) -> dict[str, JsonValue]:
+        """The declared settings, with the prompts by `name@version`."""
+        return self.settings.model_dump(mode="json") | {"prompts": [t.id for t in self.templates]}
 
     def layers(self, backend: Backend) -> tuple[int, int]:
         """(patch layer, probe layer) for this backend's model."""
@@ -426,10 +442,10 @@ class SelfExplainer:
         # Default 0: the paper patched layer 2 of Gemma-2B and notes 0 works too; on SmolLM2-135M
         # word directions are recovered at layer 0 and at no scale (0.02x-2x the norm) at layer 2,
         # where the residual norm has grown 25-fold.
-        patch = self.patch_layer if self.patch_layer is not None else 0
-        probe = self.probe_layer
+        patch = self.settings.patch_layer if self.settings.patch_layer is not None else 0
+        probe = self.settings.probe_layer
         if probe is None:
-            probe = min(n - 1, max(patch + 1, round(self.probe_depth * n)))
+            probe = min(n - 1, max(patch + 1, round(self.settings.probe_depth * n)))
         if not 0 <= patch < probe < n:
             raise ConfigError(
                 f"selfexplain needs 0 <= patch_layer ({patch}) < probe_layer ({probe}) < "
@@ -465,13 +481,13 @@ class SelfExplainer:
             raise ConfigError(
                 f"need n_random >= 1 and quantile in [0, 1], got {n_random}, {quantile}"
             )
-        with _MODEL_LOCK:
+        with model_lock(backend):
             return self._calibrate(backend, n_random=n_random, quantile=quantile, seed=seed)
 
     def _calibrate(self, backend: Backend, *, n_random: int, quantile: float, seed: int) -> float:
         patch, probe = self.layers(backend)
         prompt, norm = self.prepared(backend, self.templates[0])
-        scales = np.linspace(0.0, self.max_scale, self.n_scales) * norm
+        scales = np.linspace(0.0, self.settings.max_scale, self.settings.n_scales) * norm
         rng = np.random.default_rng(seed)
         peaks = []
         for _ in range(n_random):
@@ -483,7 +499,7 @@ class SelfExplainer:
                 scales,
                 patch_layer=patch,
                 probe_layer=probe,
-                batch_size=self.batch_size,
+                batch_size=self.settings.batch_size,
             )
             peaks.append(float(metrics.selfsim.max()))
         return float(np.quantile(peaks, quantile))
@@ -491,8 +507,8 @@ class SelfExplainer:
     def threshold(self, backend: Backend) -> float:
         """The `min_selfsim` level in force for this backend's model (calibrated once when
         "auto"; call under the model lock)."""
-        if not isinstance(self.min_selfsim, str):
-            return self.min_selfsim
+        if not isinstance(self.settings.min_selfsim, str):
+            return self.settings.min_selfsim
         key = f"{backend.name}:{backend.model_id}:{id(backend)}"
         if key not in self._calibrated:
             self._calibrated[key] = self._calibrate(backend, n_random=16, quantile=0.9, seed=0)
@@ -513,14 +529,10 @@ class SelfExplainer:
             )
         if not np.linalg.norm(direction) > 0:
             raise ConfigError(f"latent {index} of {coder.id} has a zero decoder direction")
-        # sampled generations differ between latents; 63 bits fit every generator's seed
-        seed = derive_seed(ctx.seed, record.latent.key, "selfexplain")
+        seed = latent_seed(ctx, record, self.name)  # sampled generations differ between latents
 
-        def work() -> Explanation:
-            with _MODEL_LOCK:
-                return self._explain(record, backend, direction, seed)
-
-        return await asyncio.to_thread(work)
+        # in a worker thread, under the backend's model lock: other methods share the model
+        return await run_model(backend, self._explain, record, backend, direction, seed)
 
     def _explain(
         self, record: LatentRecord, backend: Backend, direction: Floats, seed: int
@@ -532,7 +544,7 @@ class SelfExplainer:
         peaks: list[float] = []
         for template in self.templates:
             prompt, norm = self.prepared(backend, template)
-            scales = np.linspace(0.0, self.max_scale, self.n_scales) * norm
+            scales = np.linspace(0.0, self.settings.max_scale, self.settings.n_scales) * norm
             metrics = sweep(
                 backend,
                 prompt,
@@ -540,14 +552,14 @@ class SelfExplainer:
                 scales,
                 patch_layer=patch,
                 probe_layer=probe,
-                batch_size=self.batch_size,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
+                batch_size=self.settings.batch_size,
+                max_new_tokens=self.settings.max_new_tokens,
+                temperature=self.settings.temperature,
                 seed=seed,
             )
-            comp = metrics.composite(self.alpha)
+            comp = metrics.composite(self.settings.alpha)
             candidates = [i for i in np.argsort(-comp, kind="stable") if scales[i] > 0]
-            top = candidates[: self.top_k]
+            top = candidates[: self.settings.top_k]
             vectors = scales[top][:, None] * unit[None, :]
             raw = [metrics.generations[i] for i in top]
             answers = [_cut(text, prompt.stops) for text in raw]
@@ -594,7 +606,7 @@ class SelfExplainer:
             "min_selfsim": round(level, 6),
             "prompts": results,
         }
-        settings = self.settings() | {"patch_layer": patch, "probe_layer": probe}
+        settings = self.recorded_settings() | {"patch_layer": patch, "probe_layer": probe}
         common: dict[str, Any] = {
             "latent": record.latent,
             "explainer": self.name,
@@ -602,7 +614,7 @@ class SelfExplainer:
             "evidence": evidence,
         }
         if max(peaks) < level:
-            how = " (calibrated)" if self.min_selfsim == "auto" else ""
+            how = " (calibrated)" if self.settings.min_selfsim == "auto" else ""
             return Explanation(
                 **common,
                 status=Status.FAILED,

@@ -10,21 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import JsonValue
+from pydantic import Field
 
-from saexplain.checks import check_bool, check_int
-from saexplain.errors import ConfigError
-from saexplain.explainers._llm import (
+from saexplain.methods import (
+    ConfigError,
     Evidence,
+    LatentRecord,
     LLMExplainer,
+    MethodContext,
+    Needs,
+    Register,
     logit_lens,
     require_model,
+    run_model,
     token_list,
     top_tokens,
 )
-from saexplain.hookspecs import Register
-from saexplain.models import LatentRecord
-from saexplain.protocols import MethodContext
 
 NOT_SHOWN = "(not shown)"
 
@@ -34,21 +35,21 @@ class VocabProj(LLMExplainer):
 
     name: ClassVar[str] = "vocabproj"
     default_prompt: ClassVar[str] = "vocabproj"
+    needs: ClassVar[Needs] = Needs(provider=True, backend=True, coder=True)
 
-    def __init__(
-        self,
-        *,
-        k: int = 50,
-        bottom: bool = True,
-        **common: Any,  # prompt, style, cot, temperature, max_tokens: see LLMExplainer
-    ) -> None:
-        super().__init__(**common)
-        self.k = check_int("k", k, low=1, high=500)
-        self.bottom = check_bool("bottom", bottom)
+    class Settings(LLMExplainer.Settings):
+        """The common LLM explainer settings, and how many tokens vocabproj shows."""
+
+        k: int = Field(
+            50, ge=1, le=500, description="tokens in each list (the output-centric paper's value)"
+        )
+        bottom: bool = Field(True, description="also show the suppressed tokens")
+
+    settings: Settings
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
         self.validate_prompt()
-
-    def method_settings(self) -> dict[str, JsonValue]:
-        return {"k": self.k, "bottom": self.bottom}
 
     def shot_fields(self, shot: Mapping[str, Any]) -> dict[str, str]:
         promoted, suppressed = shot.get("promoted"), shot.get("suppressed")
@@ -57,21 +58,22 @@ class VocabProj(LLMExplainer):
         return {
             "k": str(len(promoted)),
             "promoted": token_list([str(t) for t in promoted]),
-            "suppressed": token_list([str(t) for t in suppressed]) if self.bottom else NOT_SHOWN,
+            "suppressed": (
+                token_list([str(t) for t in suppressed]) if self.settings.bottom else NOT_SHOWN
+            ),
         }
 
     async def gather(self, record: LatentRecord, ctx: MethodContext) -> Evidence:
         backend, coder = require_model(ctx, self.name)
-        lens = logit_lens(backend, coder, record.latent.index)
-        top, skipped_top = top_tokens(backend, lens, self.k)
-        low, skipped_low = (
-            top_tokens(backend, lens, self.k, largest=False) if self.bottom else ([], 0)
-        )
+        lens = await run_model(backend, logit_lens, backend, coder, record.latent.index)
+        k, bottom = self.settings.k, self.settings.bottom
+        top, skipped_top = top_tokens(backend, lens, k)
+        low, skipped_low = top_tokens(backend, lens, k, largest=False) if bottom else ([], 0)
         return Evidence(
             fields={
-                "k": str(self.k),
-                "promoted": token_list(top),
-                "suppressed": token_list(low) if self.bottom else NOT_SHOWN,
+                "k": str(k),
+                "promoted": token_list([t.token for t in top]),
+                "suppressed": token_list([t.token for t in low]) if bottom else NOT_SHOWN,
             },
             shown={
                 "promoted": [t.json() for t in top],

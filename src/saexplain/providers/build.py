@@ -1,24 +1,26 @@
-"""Building a run's LLM providers from its config, by role, and logging their traffic.
+"""Building a run's LLM providers from its config, by role, each inside the middleware.
 
 The pipeline calls `build_providers` once per run; only the roles some chosen method needs get a
-provider.
+provider. Every provider built from a `ProviderSpec` is wrapped by `wrap_provider` (retries,
+cache, limits, spend cap, accounting); provider objects the caller passes in get the run-wide
+layers only (`account_provider`). One `Ledger` per run is shared by all of them, so the run's
+`spend_cap_usd` covers every provider, whichever plugin it comes from.
 """
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Mapping
-from typing import Any
 
-from saexplain.models import ChatRequest, ChatResponse, ProviderSpec, RunConfig
+from saexplain.errors import ConfigError
+from saexplain.models import ProviderSpec, RunConfig
 from saexplain.plugins import PluginManager
-from saexplain.protocols import Explainer, Provider, Scorer, needs_of
+from saexplain.protocols import Explainer, Provider, ReadinessCheck, Scorer, needs_of
+from saexplain.providers.accounting import Ledger, current_latent, current_method
+from saexplain.providers.layers import LoggedProvider
+from saexplain.providers.wrap import account_provider, split_settings, wrap_provider
 from saexplain.registry import instantiate
-from saexplain.rundir import RunDir
 
-# The latent and method a coroutine works for: log lines and accounting are tagged with them.
-current_latent: contextvars.ContextVar[str] = contextvars.ContextVar("latent", default="run")
-current_method: contextvars.ContextVar[str] = contextvars.ContextVar("method", default="")
+__all__ = ["LoggedProvider", "build_providers", "current_latent", "current_method"]
 
 
 def build_providers(
@@ -28,8 +30,18 @@ def build_providers(
     scorers: Mapping[str, Scorer],
     given: Mapping[str, Provider] | None = None,
 ) -> dict[str, Provider]:
-    """Providers by role; only the roles some chosen method uses. Keys are checked here."""
-    out: dict[str, Provider] = dict(given or {})
+    """Providers by role; only the roles some chosen method uses. Keys are checked here.
+
+    The returned providers share one `Ledger` (reachable as `provider.ledger`) capped at
+    `config.spend_cap_usd`.
+    """
+    ledger = Ledger(config.spend_cap_usd)
+    out: dict[str, Provider] = {}
+    wrapped_given: dict[int, Provider] = {}  # one object serving two roles stays one provider
+    for role, provider in (given or {}).items():
+        if id(provider) not in wrapped_given:
+            wrapped_given[id(provider)] = account_provider(provider, ledger)
+        out[role] = wrapped_given[id(provider)]
     roles: dict[str, ProviderSpec] = {}
     if any(needs_of(m).provider for m in explainers.values()):
         roles["explainer"] = config.explainer_model
@@ -40,45 +52,20 @@ def build_providers(
         if role in out or "default" in out:
             continue
         key = spec.model_dump_json()
-        if key in made:  # the same model serves both roles: one provider, one cache and ledger
+        if key in made:  # the same model serves both roles: one provider, one cache
             out[role] = made[key]
             continue
-        settings = dict(spec.settings)
-        if config.spend_cap_usd is not None:
-            settings.setdefault("spend_cap_usd", config.spend_cap_usd)
-        shared_ledger = next((getattr(p, "ledger", None) for p in made.values()), None)
-        if shared_ledger is not None:
-            settings.setdefault("ledger", shared_ledger)  # one spend cap across every model
-        provider = instantiate("provider", manager.providers, spec.provider, settings, spec.model)
-        check = getattr(provider, "check_ready", None)
-        if callable(check):
-            check()  # e.g. a missing API key, before any heavy work
-        made[key] = out[role] = provider
+        made[key] = out[role] = _build(spec, manager, ledger)
     return out
 
 
-class LoggedProvider:
-    """Writes each prompt and response to the run's per-latent log."""
-
-    def __init__(self, inner: Provider, run_dir: RunDir) -> None:
-        self.inner, self.run_dir = inner, run_dir
-        self.name, self.model, self.capabilities = inner.name, inner.model, inner.capabilities
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        entry: dict[str, Any] = {
-            "method": current_method.get(),
-            "provider": self.name,
-            "model": self.model,
-            "request": request.model_dump(mode="json"),
-        }
-        sink = self.run_dir.log(current_latent.get())
-        try:
-            response = await self.inner.complete(request)
-        except Exception as e:
-            sink.append({**entry, "error": f"{type(e).__name__}: {e}"})
-            raise
-        sink.append({**entry, "response": response.model_dump(mode="json")})
-        return response
+def _build(spec: ProviderSpec, manager: PluginManager, ledger: Ledger) -> Provider:
+    middleware, own = split_settings(spec.settings)
+    provider = instantiate("provider", manager.providers, spec.provider, own, spec.model)
+    if isinstance(provider, ReadinessCheck):
+        provider.check_ready()  # e.g. a missing API key, before any heavy work
+    try:
+        # The provider's own settings scope its cache entries (a server URL, a dtype...).
+        return wrap_provider(provider, ledger=ledger, cache_scope=own, **middleware)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"provider {spec.provider!r}: bad settings {middleware}: {e}") from e

@@ -7,86 +7,63 @@
     results.summary()                            # per-method statistics (see summary.py)
 
 Run directory files (any may be missing): `config.json`, `manifest.json`, `records.jsonl`,
-`latents.jsonl`, `explanations.jsonl`, `scores.jsonl`. The JSONL files are append-only: when a
-key appears twice the last line wins. A last line that does not parse (a crash mid-write) is
-skipped with a `TruncatedLineWarning`; a bad line anywhere else is corruption and raises
-`RunFormatError`.
+`latents.jsonl`, `explanations.jsonl`, `scores.jsonl`, read as a resumed run reads them (see
+`saexplain.rundir`): when a key appears twice the last line wins; a last line cut short by a
+crash mid-write is dropped with a `TruncatedLineWarning`; a damaged line anywhere else raises
+`RunFormatError` (`saexplain.errors.RunDirError`) naming the file and line.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import math
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from saexplain.errors import SaexplainError
+from saexplain.errors import RunDirError
 from saexplain.models import Explanation, LatentRecord, LatentRef, LatentStats, Score, Status
+from saexplain.rundir import (
+    CONFIG_FILE,
+    EXPLANATIONS_FILE,
+    LATENTS_FILE,
+    MANIFEST_FILE,
+    RECORDS_FILE,
+    REPORT_FILE,
+    SCORES_FILE,
+    SUMMARY_FILE,
+    LatentEntry,
+    LatentKey,
+    TruncatedLineWarning,
+    latent_key,
+    read_json,
+    read_jsonl,
+)
 
-CONFIG_FILE = "config.json"
-MANIFEST_FILE = "manifest.json"
-RECORDS_FILE = "records.jsonl"
-LATENTS_FILE = "latents.jsonl"
-EXPLANATIONS_FILE = "explanations.jsonl"
-SCORES_FILE = "scores.jsonl"
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
+__all__ = [
+    "CONFIG_FILE",
+    "EXPLANATIONS_FILE",
+    "LATENTS_FILE",
+    "MANIFEST_FILE",
+    "RECORDS_FILE",
+    "REPORT_FILE",
+    "SCORES_FILE",
+    "SUMMARY_FILE",
+    "LatentEntry",
+    "LatentKey",
+    "LatentResult",
+    "RunFormatError",
+    "RunResults",
+    "TruncatedLineWarning",
+    "latent_key",
+    "read_jsonl",
+    "valid_value",
+]
 
-LatentKey = tuple[str, str, int]  # (coder_id, hook, index): unique across coders
-M = TypeVar("M", bound=BaseModel)
-
-
-class RunFormatError(SaexplainError, ValueError):
-    """A run directory file is corrupt (a bad line that is not a truncated last line)."""
-
-
-class TruncatedLineWarning(UserWarning):
-    """The last line of a JSONL file did not parse (a write interrupted by a crash); skipped."""
-
-
-def latent_key(ref: LatentRef) -> LatentKey:
-    return (ref.coder_id, ref.hook, ref.index)
-
-
-_ENTRY_FIELDS = ("latent", "status", "reason", "stats")
-
-
-@dataclass(frozen=True)
-class LatentEntry:
-    """One line of `latents.jsonl`: a selected latent's fate (ok, skipped, dead, ...)."""
-
-    latent: LatentRef
-    status: str
-    reason: str | None = None
-    stats: LatentStats | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # other fields (count, n_windows...)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LatentEntry:
-        stats = data.get("stats")
-        reason = data.get("reason")
-        return cls(
-            latent=LatentRef.model_validate(data["latent"]),
-            status=str(data.get("status", "ok")),
-            reason=None if reason is None else str(reason),
-            stats=None if stats is None else LatentStats.model_validate(stats),
-            extra={k: v for k, v in data.items() if k not in _ENTRY_FIELDS},
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "latent": self.latent.model_dump(mode="json"),
-            "status": self.status,
-            "reason": self.reason,
-            "stats": None if self.stats is None else self.stats.model_dump(mode="json"),
-            **self.extra,
-        }
+RunFormatError = RunDirError  # the report's name for it, kept for callers
 
 
 def valid_value(score: Score) -> float | None:
@@ -124,41 +101,6 @@ class LatentResult:
         return None if s is None else valid_value(s)
 
 
-def read_jsonl(path: Path, parse: Any, *, warn: list[str] | None = None) -> Iterator[Any]:
-    """Parse each non-empty line with `parse(dict)`; tolerate a broken last line."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").split("\n")
-    # index of the last non-empty line: the only one a crash mid-append can leave broken
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            value = parse(json.loads(line))
-        except (json.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
-            if i == last:
-                message = f"{path}: skipped unreadable last line {i + 1} ({type(exc).__name__})"
-                warnings.warn(message, TruncatedLineWarning, stacklevel=3)
-                if warn is not None:
-                    warn.append(message)
-                continue
-            raise RunFormatError(f"{path}:{i + 1}: {exc}") from exc
-        yield value
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFormatError(f"{path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RunFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _as_dict(value: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
     if value is None:
         return {}
@@ -166,10 +108,6 @@ def _as_dict(value: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
         dumped: dict[str, Any] = value.model_dump(mode="json")
         return dumped
     return dict(value)
-
-
-def _model(cls: type[M]) -> Any:
-    return cls.model_validate
 
 
 def _names_in_order(configured: Iterable[str], seen: Iterable[str]) -> list[str]:
@@ -213,7 +151,7 @@ class RunResults:
         self.notes: list[str] = list(notes)  # problems met while loading (skipped lines)
         self._entries: dict[LatentKey, LatentEntry] = {}
         for entry in latents:
-            e = entry if isinstance(entry, LatentEntry) else LatentEntry.from_json(entry)
+            e = entry if isinstance(entry, LatentEntry) else LatentEntry.model_validate(entry)
             self._entries[latent_key(e.latent)] = e
         self._records: dict[LatentKey, LatentRecord] = {latent_key(r.latent): r for r in records}
         self._explanations: dict[LatentKey, dict[str, Explanation]] = {}
@@ -235,20 +173,19 @@ class RunResults:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResults:
-        """Read a run directory; missing files are empty, a truncated last line is skipped."""
+        """Read a run directory as a resumed run reads it: missing files are empty, a torn last
+        line is dropped, a damaged line raises `RunFormatError`."""
         path = Path(run_dir)
         if not path.is_dir():
             raise FileNotFoundError(f"run directory not found: {path}")
         notes: list[str] = []
         return cls(
-            records=list(read_jsonl(path / RECORDS_FILE, _model(LatentRecord), warn=notes)),
-            explanations=list(
-                read_jsonl(path / EXPLANATIONS_FILE, _model(Explanation), warn=notes)
-            ),
-            scores=list(read_jsonl(path / SCORES_FILE, _model(Score), warn=notes)),
-            latents=list(read_jsonl(path / LATENTS_FILE, LatentEntry.from_json, warn=notes)),
-            config=_read_json(path / CONFIG_FILE),
-            manifest=_read_json(path / MANIFEST_FILE),
+            records=read_jsonl(path / RECORDS_FILE, LatentRecord, notes=notes),
+            explanations=read_jsonl(path / EXPLANATIONS_FILE, Explanation, notes=notes),
+            scores=read_jsonl(path / SCORES_FILE, Score, notes=notes),
+            latents=read_jsonl(path / LATENTS_FILE, LatentEntry, notes=notes),
+            config=read_json(path / CONFIG_FILE),
+            manifest=read_json(path / MANIFEST_FILE),
             run_dir=path,
             notes=notes,
         )

@@ -11,10 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from saexplain.hookspecs import Register
-from saexplain.protocols import MethodContext
-from saexplain.scorers._classify import BinaryScorer
-from saexplain.scorers._common import Item, bos_id, display_tokens, first_shown, one_line
+from saexplain.methods import (
+    BinaryScorer,
+    Item,
+    MethodContext,
+    Register,
+    bos_id,
+    display_tokens,
+    first_shown,
+    one_line,
+)
 
 
 class DetectionScorer(BinaryScorer):

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from saexplain.checks import check_float
-from saexplain.hookspecs import Register
-from saexplain.models import Settings
-from saexplain.protocols import MethodContext
-from saexplain.render import highlight, marked
-from saexplain.scorers._classify import BinaryScorer
-from saexplain.scorers._common import (
+from saexplain.methods import (
+    BinaryScorer,
     Item,
+    MethodContext,
+    Register,
     bos_id,
     display_tokens,
     first_shown,
+    highlight,
+    marked,
     one_line,
 )
 
@@ -32,18 +31,19 @@ from saexplain.scorers._common import (
 class FuzzingScorer(BinaryScorer):
     """Fuzzing: the LLM says whether the marked tokens are the right ones (balanced accuracy)."""
 
+    class Settings(BinaryScorer.Settings):
+        """Detection's settings, and which tokens are marked."""
+
+        threshold: float = Field(
+            0.3,
+            ge=0.0,
+            le=1.0,
+            description="marked tokens: activation >= threshold x the example's max",
+        )
+
     name = "fuzzing"
     default_prompt = "fuzzing"
-
-    def __init__(self, *, threshold: float = 0.3, **common: Any) -> None:
-        """`threshold`: marked tokens are those >= threshold x the example's max; `common`:
-        the detection settings (batch_size, logprobs, answer, prompt, ...)."""
-        check_float("threshold", threshold, low=0.0, high=1.0)
-        self.threshold = float(threshold)
-        super().__init__(**common)
-
-    def extra_settings(self) -> Settings:
-        return {"threshold": self.threshold}
+    settings: Settings
 
     def render_items(
         self, items: Sequence[Item], rng: np.random.Generator, ctx: MethodContext
@@ -51,7 +51,7 @@ class FuzzingScorer(BinaryScorer):
         bos = bos_id(ctx)
         shown = [first_shown(it.example, bos) for it in items]
         true_marks = {
-            it.index: marked(it.example.activations[s:], threshold=self.threshold)
+            it.index: marked(it.example.activations[s:], threshold=self.settings.threshold)
             for it, s in zip(items, shown, strict=True)
             if it.truth
         }

@@ -23,43 +23,44 @@ import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, JsonValue
 
-from saexplain.checks import check_choice, check_float, check_int
-from saexplain.hookspecs import Register
-from saexplain.metrics import classification_metrics, pearson
-from saexplain.models import (
+from saexplain.methods import (
     ChatRequest,
     Choice,
     Explanation,
+    Item,
     LatentRecord,
     Message,
-    Prediction,
-    Score,
-    Settings,
-    Status,
-)
-from saexplain.prompts import load_prompt
-from saexplain.protocols import MethodContext
-from saexplain.render import clean_token
-from saexplain.scorers._common import (
-    Item,
+    MethodContext,
+    MethodSettings,
+    Needs,
     Outcome,
+    Prediction,
+    Register,
+    Score,
+    Status,
     bos_id,
     call,
+    classification_metrics,
+    clean_token,
     error_score,
     expected_value,
     first_shown,
     input_error,
     latent_seed,
+    load_prompt,
     one_line_explanation,
+    pearson,
     select_items,
     token_at_offsets,
     total_usage,
 )
 
-VARIANTS = ("auto", "logprobs", "echo")
 _NUMBERED = re.compile(r"^[ \t]*(\d+)(?:[ \t]*[:=.)-][ \t]*|[ \t]+)(\d+)[ \t]*$", re.MULTILINE)
 _ECHO_TAB = re.compile(r"^(.*?)[ ]*\t[ \t]*(\d+)[ \t]*$")
 _ECHO_SPACE = re.compile(r"^(.*?)[ \t]+(\d+)[ \t]*$")
@@ -139,47 +140,61 @@ def parse_echo(text: str, shown: Sequence[str], max_value: int) -> Simulated:
 class SimulationScorer:
     """Simulation: predict per-token activations from the explanation; Pearson correlation."""
 
+    class Settings(MethodSettings):
+        """The simulation scorer's settings."""
+
+        variant: Literal["auto", "logprobs", "echo"] = Field(
+            "auto",
+            description='`"logprobs"`, `"echo"`, or `"auto"` (logprobs when the provider offers '
+            'them). Asking for `"logprobs"` from a provider without them gives `status="error"`',
+        )
+        max_activating: int | None = Field(
+            None,
+            ge=1,
+            description="a random subset of the activating scoring examples; `None`: all",
+        )
+        max_negatives: int | None = Field(
+            10,
+            ge=0,
+            description="non-activating sequences added (a random subset); `0` for activating "
+            "only, `None`: all",
+        )
+        max_value: int = Field(10, ge=1, description="the top of the value scale")
+        top_logprobs: int = Field(
+            15, ge=2, le=20, description="alternatives per value token (capped by the provider)"
+        )
+        on_unfaithful: Literal["error", "zero"] = Field(
+            "error",
+            description="an unfaithful echo makes the sequence an error, or counts it as all "
+            "zeros (see above)",
+        )
+        fire_threshold: float = Field(
+            0.5,
+            ge=0.0,
+            le=1.0,
+            description="a sequence's yes/no prediction: its largest predicted value >= "
+            "threshold x `max_value`",
+        )
+        prompt: str | Path | None = Field(
+            None,
+            description='the logprobs prompt: a bundled name or a TOML path; `None`: "simulation"',
+        )
+        echo_prompt: str | Path | None = Field(
+            None,
+            description='the echo prompt: a bundled name or a TOML path; `None`: "simulation_echo"',
+        )
+
     name = "simulation"
+    needs: ClassVar[Needs] = Needs(provider=True)
 
-    def __init__(
-        self,
-        *,
-        variant: str = "auto",
-        max_activating: int | None = None,
-        max_negatives: int | None = 10,
-        max_value: int = 10,
-        top_logprobs: int = 15,
-        on_unfaithful: str = "error",
-        fire_threshold: float = 0.5,
-        prompt: str | None = None,
-        echo_prompt: str | None = None,
-    ) -> None:
-        check_choice("variant", variant, VARIANTS)
-        check_int("max_activating", max_activating, low=1, optional=True)
-        check_int("max_negatives", max_negatives, low=0, optional=True)
-        check_int("max_value", max_value, low=1)
-        check_int("top_logprobs", top_logprobs, low=2, high=20)
-        check_choice("on_unfaithful", on_unfaithful, ("error", "zero"))
-        check_float("fire_threshold", fire_threshold, low=0.0, high=1.0)
-        self.variant = variant
-        self.max_activating = max_activating
-        self.max_negatives = max_negatives
-        self.max_value = max_value
-        self.top_logprobs = top_logprobs
-        self.on_unfaithful = on_unfaithful
-        self.fire_threshold = float(fire_threshold)
-        self.prompt = load_prompt(prompt or "simulation")
-        self.echo_prompt = load_prompt(echo_prompt or "simulation_echo")
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings.parse(self.name, settings)
+        self.prompt = load_prompt(self.settings.prompt or "simulation")
+        self.echo_prompt = load_prompt(self.settings.echo_prompt or "simulation_echo")
 
-    def settings(self) -> Settings:
-        return {
-            "variant": self.variant,
-            "max_activating": self.max_activating,
-            "max_negatives": self.max_negatives,
-            "max_value": self.max_value,
-            "top_logprobs": self.top_logprobs,
-            "on_unfaithful": self.on_unfaithful,
-            "fire_threshold": self.fire_threshold,
+    def recorded_settings(self) -> dict[str, JsonValue]:
+        """The declared settings, with the prompts by `name@version`."""
+        return self.settings.model_dump(mode="json") | {
             "prompt": self.prompt.id,
             "echo_prompt": self.echo_prompt.id,
         }
@@ -187,12 +202,12 @@ class SimulationScorer:
     async def score(
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score:
-        settings = self.settings()
+        settings = self.recorded_settings()
         problem = input_error(record, explanation)
         if problem is None and not record.scoring_examples:
             problem = "simulation needs activating scoring examples; the record has none"
         provider = ctx.provider("scorer")
-        variant = self.variant
+        variant = self.settings.variant
         if variant == "auto":
             variant = "logprobs" if provider.capabilities.logprobs else "echo"
         if problem is None and variant == "logprobs" and not provider.capabilities.logprobs:
@@ -203,10 +218,14 @@ class SimulationScorer:
         seed = latent_seed(ctx, record, self.name)
         rng = np.random.default_rng(seed)
         items = select_items(
-            record, rng, max_activating=self.max_activating, max_negatives=self.max_negatives
+            record,
+            rng,
+            max_activating=self.settings.max_activating,
+            max_negatives=self.settings.max_negatives,
         )
         settings |= {"variant_used": variant, "latent_seed": seed}
-        top = min(self.top_logprobs, provider.capabilities.max_top_logprobs or self.top_logprobs)
+        wanted = self.settings.top_logprobs
+        top = min(wanted, provider.capabilities.max_top_logprobs or wanted)
         bos = bos_id(ctx)
         starts = [first_shown(it.example, bos) for it in items]
         shown = [
@@ -224,10 +243,10 @@ class SimulationScorer:
                 continue
             choice = outcome.response.choices[0]
             if variant == "logprobs":
-                sim = parse_numbered(choice, len(toks), self.max_value, True)
+                sim = parse_numbered(choice, len(toks), self.settings.max_value, True)
             else:
-                sim = parse_echo(choice.text, toks, self.max_value)
-            if sim.unfaithful and self.on_unfaithful == "zero":
+                sim = parse_echo(choice.text, toks, self.settings.max_value)
+            if sim.unfaithful and self.settings.on_unfaithful == "zero":
                 sim = Simulated([0.0] * len(toks), unfaithful=True)
             sims.append(sim)
         return self._result(record, explanation, items, starts, sims, outcomes, settings)
@@ -243,12 +262,13 @@ class SimulationScorer:
             prompt = self.echo_prompt
             lines = "\n".join(f"{t}\tunknown" for t in tokens)
             max_tokens = 16 + 8 * len(tokens) + sum(len(t) for t in tokens) // 2
+        top_value = self.settings.max_value
         user = prompt.render_user(
-            explanation=explanation, tokens=lines, n=len(tokens), max_value=self.max_value
+            explanation=explanation, tokens=lines, n=len(tokens), max_value=top_value
         )
         return ChatRequest(
             messages=(
-                Message(role="system", content=prompt.render_system(max_value=self.max_value)),
+                Message(role="system", content=prompt.render_system(max_value=top_value)),
                 Message(role="user", content=user),
             ),
             temperature=0.0,
@@ -265,7 +285,7 @@ class SimulationScorer:
         starts: Sequence[int],
         sims: Sequence[Simulated],
         outcomes: Sequence[Outcome],
-        settings: Settings,
+        settings: dict[str, JsonValue],
     ) -> Score:
         true_all: list[float] = []
         pred_all: list[float] = []
@@ -290,12 +310,13 @@ class SimulationScorer:
                 true_act += truth
                 pred_act += sim.values
             peak = max(sim.values, default=0.0)
+            top_value = self.settings.max_value
             predictions.append(
                 Prediction(
                     item=it.index,
                     truth=it.truth,
-                    predicted=peak >= self.fire_threshold * self.max_value,
-                    probability=min(1.0, max(0.0, peak / self.max_value)),
+                    predicted=peak >= self.settings.fire_threshold * top_value,
+                    probability=min(1.0, max(0.0, peak / top_value)),
                     quantile=it.quantile,
                 )
             )

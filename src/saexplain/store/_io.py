@@ -17,6 +17,7 @@ from saexplain.files import (
     atomic_write_text,
     publish_dir,
 )
+from saexplain.methods.seeds import derive_seed  # re-exported: the one seed function
 
 __all__ = [
     "atomic_save_npy",
@@ -66,15 +67,3 @@ def safe_key(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80] or "coder"
     digest = hashlib.blake2b(name.encode("utf-8"), digest_size=4).hexdigest()
     return f"{slug}-{digest}"
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed from a run seed and any identifying parts (coder id, latent, purpose).
-
-    Stable across processes and Python versions (unlike `hash`), so each latent gets its own
-    reproducible random stream and no two latents share negatives by accident.
-    """
-    text = ":".join([str(seed), *map(str, parts)])
-    return (
-        int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-    )

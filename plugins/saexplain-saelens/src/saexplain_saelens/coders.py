@@ -1,6 +1,6 @@
-"""Sparse coders over torch: SAELens SAEs and transcoders, and an MLP layer's neurons.
+"""SAELens SAEs and transcoders as saexplain sparse coders.
 
-Each class satisfies `saexplain.protocols.SparseCoder`. Transcoders also carry `hook_out`, the
+`SAELensCoder` satisfies `saexplain.protocols.SparseCoder`. Transcoders also carry `hook_out`, the
 canonical hook their decoder writes to; backends apply a `Clamp` of a transcoder latent there.
 """
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from saexplain.errors import ConfigError, DimensionMismatchError
+from saexplain.errors import ConfigError
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -112,51 +112,6 @@ class SAELensCoder:
 
     def __repr__(self) -> str:
         return f"SAELensCoder({self.id!r}, {self.architecture}, {self.hook}, d_sae={self.d_sae})"
-
-
-class Neurons:
-    """The neurons of one MLP layer (`blocks.L.mlp.hook_post`) as a coder, the usual baseline.
-
-    The decoder is the identity; with `k` only each position's top-k neurons stay nonzero (the
-    rest goes into the reconstruction error that a `Clamp` keeps). Negative values never count
-    as activations.
-    """
-
-    def __init__(
-        self,
-        layer: int,
-        d_mlp: int,
-        *,
-        k: int | None = None,
-        exclude_bos: bool = True,
-        id: str | None = None,
-    ) -> None:
-        if k is not None and not 0 < k <= d_mlp:
-            raise ConfigError(f"k={k} must be in [1, {d_mlp}]")
-        self.hook = f"blocks.{layer}.mlp.hook_post"
-        self.d_in = self.d_sae = d_mlp
-        self.k = k
-        self.exclude_bos = exclude_bos
-        self.id = id or (f"neurons/{self.hook}" + (f"/top{k}" if k else ""))
-
-    @property
-    def W_dec(self) -> torch.Tensor:
-        return torch.eye(self.d_sae)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.d_in:
-            raise DimensionMismatchError(f"{self.id}: input width {x.shape[-1]} != {self.d_in}")
-        z = x.clamp(min=0)
-        if self.k is None:
-            return z
-        values, index = torch.topk(z, self.k, dim=-1)
-        return torch.zeros_like(z).scatter_(-1, index, values)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z
-
-    def __repr__(self) -> str:
-        return f"Neurons({self.hook!r}, d_mlp={self.d_in}, k={self.k})"
 
 
 def as_coder(obj: object, **kwargs: Any) -> Any:

@@ -1,5 +1,5 @@
-"""Coder sources for run configs (`"saelens:<release>/<sae_id>"`, `"neurons:<hook>"`, `"demo:"`)
-and the offline subject model (`local/smollm2`) the backends load by name."""
+"""The `saelens:` coder source (`"saelens:<release>/<sae_id>"`, a local SAE folder, or an SAE
+object) and `looks_like_saelens`, the test behind the plugin's `detect_coder` answer."""
 
 from __future__ import annotations
 
@@ -9,17 +9,36 @@ from typing import Any
 
 from saexplain.errors import ConfigError
 
-SMOLLM2_NAMES = ("local/smollm2", "smollm2", "SmolLM2-135M-Instruct")
+# '<release>/<sae_id>' as SAELens names them: a release without spaces or a scheme, then an id
+# that may itself contain slashes ('gpt2-small-res-jb/blocks.8.hook_resid_pre').
+_HUB_ID = re.compile(r"[\w.-]+/\S+")
 
 
 def _device(backend: Any) -> str:
     return str(getattr(backend, "device", "cpu"))
 
 
+def looks_like_saelens(coder: object) -> bool:
+    """A SAELens SAE object (by module name, without importing sae_lens), a local folder SAELens
+    saved (`cfg.json` inside), or a bare `'<release>/<sae_id>'` string."""
+    if isinstance(coder, str):
+        if ":" in coder.split("/", 1)[0]:  # 'source:spec' names its source itself
+            return False
+        path = Path(coder)
+        if path.is_dir():
+            return (path / "cfg.json").is_file()
+        return _HUB_ID.fullmatch(coder) is not None
+    if isinstance(coder, tuple):  # (release, sae_id)
+        return len(coder) == 2 and all(isinstance(part, str) for part in coder)
+    return any(cls.__module__.split(".")[0] == "sae_lens" for cls in type(coder).__mro__)
+
+
 def saelens_coder(spec: Any, *, backend: Any = None, **settings: Any) -> Any:
     """A SAELens SAE object, a local SAE folder, or `<release>/<sae_id>` from the hub."""
     from saexplain_saelens.coders import SAELensCoder
 
+    if isinstance(spec, tuple) and len(spec) == 2:
+        spec = f"{spec[0]}/{spec[1]}"
     if not isinstance(spec, str):
         return SAELensCoder(spec, **settings)
     if Path(spec).exists():
@@ -31,43 +50,3 @@ def saelens_coder(spec: Any, *, backend: Any = None, **settings: Any) -> Any:
             "'gpt2-small-res-jb/blocks.8.hook_resid_pre') or an existing local SAE folder"
         )
     return SAELensCoder.from_pretrained(release, sae_id, device=_device(backend), **settings)
-
-
-def neurons_coder(spec: str, *, backend: Any = None, **settings: Any) -> Any:
-    """The neurons of `blocks.L.mlp.hook_post` of the backend's model (optionally `k=` top-k)."""
-    from saexplain_saelens.coders import Neurons
-
-    match = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", spec.strip())
-    if match is None:
-        raise ConfigError(f"neurons coder {spec!r}: give 'blocks.<layer>.mlp.hook_post'")
-    if backend is None or not hasattr(backend, "site"):
-        raise ConfigError("the neurons coder needs a torch backend to read the MLP width from")
-    width = int(backend.width(backend.site(spec.strip())))
-    return Neurons(int(match.group(1)), width, **settings)
-
-
-def demo_coder(spec: str, *, backend: Any = None, **settings: Any) -> Any:
-    """The SAE the demo trains on SmolLM2 (trained once, then loaded from the cache)."""
-    from saexplain_saelens.demo import demo_coder_for
-
-    return demo_coder_for(backend, spec, **settings)
-
-
-def load_smollm2() -> tuple[Any, Any]:
-    """SmolLM2-135M-Instruct and its tokenizer; shares the local LLM provider's dequantized copy
-    when saexplain-litellm is installed (one conversion per machine, not two)."""
-    import importlib
-
-    try:  # optional: the saelens plugin does not depend on saexplain-litellm
-        resolve_model = importlib.import_module("saexplain_litellm.local").resolve_model
-    except ImportError:
-        from saexplain_saelens.testing import smollm2
-
-        return smollm2()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model("smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    return model.eval(), tokenizer

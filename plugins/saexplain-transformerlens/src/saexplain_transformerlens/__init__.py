@@ -37,17 +37,17 @@ def is_bridge(model: object) -> bool:
 
 def make_backend(model: Any, **settings: Any) -> Any:
     """Backend factory: a HookedTransformer or HookedSAETransformer, a model name that
-    `HookedSAETransformer.from_pretrained` knows, or a TransformerBridge (given to
+    `HookedTransformer.from_pretrained` knows, or a TransformerBridge (given to
     `make_bridge_backend`)."""
     if is_bridge(model):
         return make_bridge_backend(model, **settings)
     from saexplain_transformerlens.backend import TransformerLensBackend
 
     if isinstance(model, str):
-        from sae_lens import HookedSAETransformer
+        from transformer_lens import HookedTransformer
 
         settings.setdefault("model_id", model)
-        model = HookedSAETransformer.from_pretrained(model)
+        model = HookedTransformer.from_pretrained(model)
     return TransformerLensBackend(model, **settings)
 
 
@@ -81,8 +81,8 @@ def register_backends(register: Register) -> None:
 
 @hookimpl
 def detect_backend(model: object) -> str | None:
-    """HookedTransformer and its subclasses (HookedSAETransformer, user subclasses), and
-    TransformerBridge."""
+    """HookedTransformer and its subclasses (SAELens's HookedSAETransformer, user subclasses:
+    found by class name in the MRO, without importing sae_lens), and TransformerBridge."""
     if is_bridge(model):
         return BRIDGE_NAME
     if _tl_class(model, {"HookedTransformer"}):

@@ -12,7 +12,8 @@ import dataclasses
 from typing import Any
 
 import torch
-from saexplain_saelens.torch_backend import HookFn, Hooks, TorchBackend, run_hook_fns
+from saexplain_torch.backend import TorchBackend
+from saexplain_torch.edits import HookFn, Hooks, run_hook_fns
 
 from saexplain.errors import BackendError
 from saexplain_transformerlens import is_bridge

@@ -30,14 +30,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from saexplain_saelens.hooks import SITES, HookSite
-from saexplain_saelens.torch_backend import (
-    HookFn,
-    Hooks,
-    TorchBackend,
-    TransformersCache,
-    run_hook_fns,
-)
+from saexplain_torch.backend import TorchBackend
+from saexplain_torch.edits import HookFn, Hooks, run_hook_fns
+from saexplain_torch.generation import TransformersCache
+from saexplain_torch.hooks import SITES, HookSite
 
 from saexplain.errors import BackendError, HookNameError
 from saexplain_transformerlens import BRIDGE_NAME, is_bridge

@@ -1,0 +1,279 @@
+"""The binary-classification scorer base (detection and fuzzing are built on it): shuffle the
+held-out items with the latent's own seed, show them `batch_size` per prompt, parse a 0/1 list
+per batch, and score with balanced accuracy (AUROC from logprobs when the provider gives them).
+
+A subclass sets `name` and `default_prompt` and says how an item is shown (`render_items`).
+A batch whose call fails or whose answer does not parse turns each of its items into an error
+prediction: excluded from every metric and counted (`n_errors`), never scored as an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+from pydantic import Field, JsonValue, model_validator
+
+from saexplain.errors import ParseError
+from saexplain.methods.items import Item, error_score, input_error, select_items
+from saexplain.methods.llm import Outcome, call, total_usage
+from saexplain.methods.parsing import p_one, parse_binary, token_at_offsets
+from saexplain.methods.seeds import latent_seed
+from saexplain.methods.settings import MethodSettings
+from saexplain.methods.text import one_line_explanation
+from saexplain.metrics import classification_metrics, saebench_accuracy
+from saexplain.models import (
+    ChatRequest,
+    Explanation,
+    LatentRecord,
+    Message,
+    Prediction,
+    Score,
+    Status,
+)
+from saexplain.prompts import load_prompt
+from saexplain.protocols import MethodContext, Needs
+
+__all__ = ["FIRST_TOKENS", "BinaryScorer"]
+
+FIRST_TOKENS = 3  # answer="first_token" reads at most this many tokens ("[", "1", ...)
+
+
+class BinaryScorer:
+    """Base of detection and fuzzing; subclasses say how an item is shown (`render_items`) and
+    may add settings (`class Settings(BinaryScorer.Settings)`)."""
+
+    class Settings(MethodSettings):
+        """The settings of every binary-classification scorer."""
+
+        batch_size: int = Field(5, ge=1, description="contexts per prompt (EleutherAI's choice)")
+        max_activating: int | None = Field(
+            None,
+            ge=1,
+            description="a random subset of the activating scoring examples; `None`: all",
+        )
+        max_negatives: int | None = Field(
+            None, ge=1, description="a random subset of the non-activating examples; `None`: all"
+        )
+        logprobs: bool | None = Field(
+            None,
+            description="ask for logprobs: `None` when the provider offers them, or force "
+            "`True`/`False`",
+        )
+        top_logprobs: int = Field(
+            5, ge=2, le=20, description="alternatives per answer token (capped by the provider)"
+        )
+        saebench_threshold: float = Field(
+            0.01,
+            ge=0.0,
+            le=1.0,
+            description="the activation fraction SAEBench counts as active (see below)",
+        )
+        answer: Literal["list", "first_token"] = Field(
+            "list",
+            description='`"first_token"`: one example per prompt, the prediction is P(1) vs P(0) '
+            "among the alternatives at the first answer token that has mass on either (for small "
+            "local models that will not keep to a list; needs `batch_size=1` and logprobs)",
+        )
+        prompt: str | Path | None = Field(
+            None,
+            description="a bundled prompt name or a path to a TOML prompt of the same shape; "
+            "`None`: the scorer's own",
+        )
+
+        @model_validator(mode="after")
+        def _first_token_needs_one_logprob_answer(self) -> Self:
+            if self.answer == "first_token" and (self.batch_size != 1 or self.logprobs is False):
+                raise ValueError("answer='first_token' needs batch_size=1 and logprobs")
+            return self
+
+    name = "binary"
+    default_prompt = ""
+    needs: ClassVar[Needs] = Needs(provider=True)
+    settings: Settings
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings.parse(self.name, settings)
+        # a ConfigError when the prompt file is missing
+        self.prompt = load_prompt(self.settings.prompt or self.default_prompt)
+
+    def recorded_settings(self) -> dict[str, JsonValue]:
+        """The declared settings, the prompt by `name@version`, and how items map back."""
+        return self.settings.model_dump(mode="json") | {
+            "item_index": "scoring_examples+non_activating",  # how Prediction.item maps back
+            "prompt": self.prompt.id,
+            "prompt_source": self.prompt.source,
+        }
+
+    def render_items(
+        self, items: Sequence[Item], rng: np.random.Generator, ctx: MethodContext
+    ) -> list[str]:
+        """One line of text per item (without the `Example k:` prefix)."""
+        raise NotImplementedError
+
+    async def score(
+        self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
+    ) -> Score:
+        settings = self.recorded_settings()
+        problem = input_error(record, explanation)
+        if problem is None and not (record.scoring_examples and record.non_activating):
+            problem = (
+                f"{self.name} needs activating scoring examples and non-activating examples; "
+                f"the record has {len(record.scoring_examples)} and "
+                f"{len(record.non_activating)}"
+            )
+        if problem is not None:
+            return error_score(record, explanation, self.name, settings, problem)
+
+        seed = latent_seed(ctx, record, self.name)
+        rng = np.random.default_rng(seed)
+        items = select_items(
+            record,
+            rng,
+            max_activating=self.settings.max_activating,
+            max_negatives=self.settings.max_negatives,
+        )
+        order = [items[i] for i in rng.permutation(len(items))]
+        texts = self.render_items(order, rng, ctx)
+        provider = ctx.provider("scorer")
+        use_lp = (
+            provider.capabilities.logprobs
+            if self.settings.logprobs is None
+            else self.settings.logprobs
+        )
+        if self.settings.answer == "first_token" and not use_lp:
+            return error_score(
+                record,
+                explanation,
+                self.name,
+                settings,
+                f"answer='first_token' needs logprobs; {provider.model} does not give them",
+            )
+        wanted = self.settings.top_logprobs
+        top = min(wanted, provider.capabilities.max_top_logprobs or wanted)
+        settings |= {"latent_seed": seed, "logprobs_used": use_lp}
+
+        described = one_line_explanation(explanation)
+        size = self.settings.batch_size
+        batches = [list(range(i, min(i + size, len(order)))) for i in range(0, len(order), size)]
+        requests = [
+            self._request(described, [texts[j] for j in batch], use_lp, top) for batch in batches
+        ]
+        outcomes = await asyncio.gather(*(call(ctx, r) for r in requests))
+
+        predictions: list[Prediction] = []
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            predictions.extend(self._read(outcome, [order[j] for j in batch], use_lp))
+        predictions.sort(key=lambda p: p.item)
+        return self._result(record, explanation, items, predictions, outcomes, settings)
+
+    def _request(
+        self, explanation: str, texts: Sequence[str], logprobs: bool, top: int
+    ) -> ChatRequest:
+        examples = "\n".join(f"Example {k}: {t}" for k, t in enumerate(texts, start=1))
+        first_token = self.settings.answer == "first_token"
+        user = self.prompt.render_user(explanation=explanation, examples=examples, n=len(texts))
+        return ChatRequest(
+            messages=(
+                Message(role="system", content=self.prompt.render_system()),
+                Message(role="user", content=user),
+            ),
+            temperature=0.0,
+            # first_token: the answer is read from the first token's alternatives alone, which
+            # suits small local models that will not keep to a list format
+            max_tokens=FIRST_TOKENS if first_token else 16 + 4 * len(texts),
+            logprobs=logprobs,
+            top_logprobs=top if logprobs else None,
+        )
+
+    def _read(self, outcome: Outcome, items: Sequence[Item], logprobs: bool) -> list[Prediction]:
+        def errors(message: str) -> list[Prediction]:
+            return [
+                Prediction(item=it.index, truth=it.truth, error=message, quantile=it.quantile)
+                for it in items
+            ]
+
+        if outcome.response is None:
+            return errors(outcome.error or "provider call failed")
+        choice = outcome.response.choices[0]
+        if self.settings.answer == "first_token":
+            # the first position with mass on 0 or 1 (an answer may open with "[")
+            p = next((q for t in choice.logprobs or () if (q := p_one(t)) is not None), None)
+            if p is None:
+                return errors("no 0/1 among the first answer tokens' alternatives")
+            (it,) = items
+            return [
+                Prediction(
+                    item=it.index,
+                    truth=it.truth,
+                    predicted=p >= 0.5,
+                    probability=p,
+                    quantile=it.quantile,
+                )
+            ]
+        try:
+            values = parse_binary(choice.text, len(items))
+        except ParseError as e:
+            return errors(f"ParseError: {e}")
+        probs: list[float | None] = [None] * len(items)
+        if logprobs and choice.logprobs:
+            at = token_at_offsets(choice.logprobs, choice.text, [off for _, off in values])
+            probs = [None if i is None else p_one(choice.logprobs[i]) for i in at]
+        return [
+            Prediction(
+                item=it.index,
+                truth=it.truth,
+                predicted=value,
+                probability=prob,
+                quantile=it.quantile,
+            )
+            for it, (value, _), prob in zip(items, values, probs, strict=True)
+        ]
+
+    def _result(
+        self,
+        record: LatentRecord,
+        explanation: Explanation,
+        items: Sequence[Item],
+        predictions: list[Prediction],
+        outcomes: Sequence[Outcome],
+        settings: dict[str, JsonValue],
+    ) -> Score:
+        metrics: dict[str, float | None] = classification_metrics(predictions)
+        by_index = {it.index: it for it in items}
+        metrics["accuracy_saebench"] = saebench_accuracy(
+            predictions,
+            [by_index[p.item].example.max_activation for p in predictions],
+            record.stats.max or max((it.example.max_activation for it in items), default=0.0),
+            threshold_frac=self.settings.saebench_threshold,
+        )
+        metrics["n_calls"] = float(len(outcomes))
+        metrics["n_failed_calls"] = float(sum(o.response is None for o in outcomes))
+        usage = total_usage(outcomes)
+        answered = [p for p in predictions if p.predicted is not None]
+        if not answered:
+            first = next((p.error for p in predictions if p.error), "no answers")
+            return Score(
+                latent=record.latent,
+                scorer=self.name,
+                explainer=explanation.explainer,
+                status=Status.ERROR,
+                error=f"all {len(predictions)} items failed; first error: {first}",
+                metrics=metrics,
+                predictions=tuple(predictions),
+                settings=settings,
+                usage=usage,
+            )
+        return Score(
+            latent=record.latent,
+            scorer=self.name,
+            explainer=explanation.explainer,
+            value=metrics["balanced_accuracy"],
+            metrics=metrics,
+            predictions=tuple(predictions),
+            settings=settings,
+            usage=usage,
+        )

@@ -1,0 +1,78 @@
+"""What a scorer may show: the held-out items, the input check and the error result.
+
+Every scorer draws only from `record.scoring_examples` (activating) and `record.non_activating`;
+`record.explanation_examples` are never shown to a scorer. That the two activating splits are
+disjoint is checked by `LatentRecord` itself, when the record is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from saexplain.models import Example, Explanation, LatentRecord, Score, Settings, Status
+
+__all__ = ["Item", "error_score", "input_error", "select_items"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example to score. `index` is its position in scoring_examples + non_activating (the
+    record's order, not the shuffled one), so predictions map back to the record."""
+
+    index: int
+    example: Example
+    truth: bool
+
+    @property
+    def quantile(self) -> int | None:
+        """The activation bin of an activating item (None for a negative)."""
+        return self.example.quantile if self.truth else None
+
+
+def select_items(
+    record: LatentRecord,
+    rng: np.random.Generator,
+    *,
+    max_activating: int | None = None,
+    max_negatives: int | None = None,
+) -> list[Item]:
+    """Scoring examples (truth True) and non-activating examples (truth False), each capped at a
+    random subset of the given size, in record order."""
+    items: list[Item] = []
+    groups = (
+        (record.scoring_examples, True, max_activating),
+        (record.non_activating, False, max_negatives),
+    )
+    offset = 0
+    for examples, truth, cap in groups:
+        keep: list[int] = list(range(len(examples)))
+        if cap is not None and cap < len(examples):
+            keep = sorted(int(i) for i in rng.choice(len(examples), size=cap, replace=False))
+        items.extend(Item(offset + i, examples[i], truth) for i in keep)
+        offset += len(examples)
+    return items
+
+
+def input_error(record: LatentRecord, explanation: Explanation) -> str | None:
+    """Why this (record, explanation) pair cannot be scored, or None."""
+    if explanation.status is not Status.OK:
+        return f"explanation has status {explanation.status.value}: {explanation.error}"
+    if explanation.latent != record.latent:
+        return f"explanation is for {explanation.latent}, record for {record.latent}"
+    return None
+
+
+def error_score(
+    record: LatentRecord, explanation: Explanation, scorer: str, settings: Settings, message: str
+) -> Score:
+    """A `Status.ERROR` score saying why nothing was scored."""
+    return Score(
+        latent=record.latent,
+        scorer=scorer,
+        explainer=explanation.explainer,
+        status=Status.ERROR,
+        error=message,
+        settings=settings,
+    )

@@ -1,0 +1,110 @@
+"""collect -> build records -> explain -> score, over a selection of latents, resumably.
+
+    results = await arun(RunConfig(...))                       # everything loaded from names
+    results = await arun(config, backend=b, coder=c)           # live objects (notebook API)
+
+Two halves: `saexplain.pipeline.resolve` turns a config (and live objects) into checked
+components before any heavy work (`prepare` -> `Prepared`); `saexplain.pipeline.stages` runs
+them: activations are collected into the run's store (resumable), records are built once per
+latent and kept in the run directory, explainers and scorers run concurrently across latents
+under one bound, then generic answers are flagged and the report written. Each result is
+appended to the run directory the moment it exists; a rerun skips finished (latent, method)
+pairs. See `saexplain.rundir` for the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from saexplain.models import RunConfig
+from saexplain.pipeline.resolve import (
+    Prepared,
+    build_backend,
+    build_coder,
+    build_methods,
+    check_coder_fits,
+    config_digest,
+    manifest,
+    parse_coder_spec,
+    prepare,
+    resolve_dataset,
+    run_path,
+)
+from saexplain.pipeline.stages import (
+    build_run_records,
+    collect_store,
+    explain_and_score,
+    finish_report,
+    write_flags,
+)
+from saexplain.plugins import PluginManager
+from saexplain.protocols import Provider
+from saexplain.secrets import redact_secrets
+
+if TYPE_CHECKING:
+    from saexplain.report.results import RunResults
+
+__all__ = [
+    "Prepared",
+    "arun",
+    "arun_prepared",
+    "build_backend",
+    "build_coder",
+    "build_methods",
+    "build_run_records",
+    "check_coder_fits",
+    "collect_store",
+    "config_digest",
+    "explain_and_score",
+    "finish_report",
+    "manifest",
+    "parse_coder_spec",
+    "prepare",
+    "resolve_dataset",
+    "run",
+    "run_path",
+    "write_flags",
+]
+
+
+async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
+    """Run a prepared pipeline to the end (or resume it)."""
+    p.run_dir.write_json("config", redact_secrets(p.config.model_dump(mode="json")))
+    p.run_dir.write_json("manifest", manifest(p))
+    store = collect_store(p, progress=progress)
+    records = build_run_records(p, store, progress=progress)
+    await explain_and_score(p, records, store, progress=progress)
+    write_flags(p.run_dir)
+    return finish_report(p.run_dir)
+
+
+async def arun(
+    config: RunConfig,
+    *,
+    model: object | None = None,
+    coder: object | None = None,
+    dataset: object | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    progress: bool = True,
+    manager: PluginManager | None = None,
+    backend_settings: Mapping[str, Any] | None = None,
+) -> RunResults:
+    """Prepare (all checks first) and run. Rerun the same config to resume."""
+    p = prepare(
+        config,
+        model=model,
+        coder=coder,
+        dataset=dataset,
+        providers=providers,
+        manager=manager,
+        backend_settings=backend_settings,
+    )
+    return await arun_prepared(p, progress=progress)
+
+
+def run(config: RunConfig, **kwargs: Any) -> RunResults:
+    """`arun` for synchronous code (also inside a running notebook loop)."""
+    from saexplain._async import run_sync
+
+    return run_sync(arun(config, **kwargs))

@@ -1,0 +1,267 @@
+"""Resolving a run: from a config (and live objects) to checked, ready components.
+
+Everything that can be checked is checked here, before any heavy work: method names and
+settings, the providers the chosen methods need (and their keys), the backend, the coder's hook
+and width, and that the run directory holds the same data. Plugins are found through hooks
+(`detect_backend`, `detect_coder`): the core names none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from saexplain.concurrency import model_lock
+from saexplain.errors import ConfigError
+from saexplain.models import RunConfig
+from saexplain.plugins import PluginManager, get_plugin_manager
+from saexplain.protocols import (
+    Backend,
+    Explainer,
+    Provider,
+    Scorer,
+    SparseCoder,
+    TokenBatch,
+)
+from saexplain.providers.build import build_providers
+from saexplain.registry import instantiate
+from saexplain.rundir import DATA_FIELDS, RunDir, config_digest
+
+if TYPE_CHECKING:
+    from saexplain.sampling import RecordConfig
+
+__all__ = [
+    "DATA_FIELDS",
+    "Prepared",
+    "build_backend",
+    "build_coder",
+    "build_methods",
+    "check_coder_fits",
+    "config_digest",
+    "manifest",
+    "parse_coder_spec",
+    "prepare",
+    "resolve_dataset",
+    "run_path",
+]
+
+
+@dataclass
+class Prepared:
+    """A run's resolved components, checked and ready."""
+
+    config: RunConfig
+    backend: Backend
+    coder: SparseCoder
+    explainers: dict[str, Explainer]
+    scorers: dict[str, Scorer]
+    providers: dict[str, Provider]
+    record_config: RecordConfig
+    dataset: object
+    run_dir: RunDir
+    manager: PluginManager = field(repr=False, default_factory=get_plugin_manager)
+
+
+# --- methods --------------------------------------------------------------------------------------
+
+
+def build_methods(
+    config: RunConfig, manager: PluginManager
+) -> tuple[dict[str, Explainer], dict[str, Scorer]]:
+    """The run's explainers and scorers by name, built (and their settings checked)."""
+    explainers = {
+        s.name: instantiate("explainer", manager.explainers, s.name, s.settings)
+        for s in config.explainers
+    }
+    scorers = {
+        s.name: instantiate("scorer", manager.scorers, s.name, s.settings) for s in config.scorers
+    }
+    if not explainers:
+        raise ConfigError("the run has no explainers: name at least one")
+    return explainers, scorers
+
+
+# --- backend and coder ----------------------------------------------------------------------------
+
+
+def build_backend(
+    model: object, config: RunConfig, manager: PluginManager, **settings: Any
+) -> Backend:
+    """`model` as a Backend: as given, or wrapped by the backend named in `config` or claimed
+    by a plugin (`detect_backend`)."""
+    if isinstance(model, Backend):
+        return model
+    name = config.backend or (None if isinstance(model, str) else manager.detect_backend(model))
+    if name is None:
+        known = manager.backends.names()
+        raise ConfigError(
+            f"no backend for model {model!r}: set `backend` to one of {known} "
+            "(install saexplain-transformerlens or saexplain-nnsight)"
+        )
+    backend: Backend = instantiate(
+        "backend", manager.backends, name, {**config.backend_settings, **settings}, model
+    )
+    return backend
+
+
+def parse_coder_spec(spec: str) -> tuple[str | None, str]:
+    """`"source:spec"` -> (source, spec); a spec without a source prefix -> (None, spec).
+
+    A Windows drive letter (`C:\\sae`) is not a source.
+    """
+    source, sep, rest = spec.partition(":")
+    if (
+        sep
+        and re.fullmatch(r"[A-Za-z][\w-]*", source)
+        and not (len(source) == 1 and os.name == "nt")
+    ):
+        return source, rest
+    return None, spec
+
+
+def _coder_source(coder: object, manager: PluginManager) -> str:
+    """The coder source a plugin claims for a live object or a bare spec; a clear error if none."""
+    source = manager.detect_coder(coder)
+    if source is not None:
+        return source
+    known = manager.coders.names()
+    what = repr(coder) if isinstance(coder, str) else f"an object of type {type(coder).__name__}"
+    raise ConfigError(
+        f"no coder source claims {what}: name one as '<source>:<spec>' with a source from "
+        f"{known}, or pass an object with the SparseCoder attributes "
+        "(install the plugin that reads your SAEs, e.g. saexplain-saelens)"
+    )
+
+
+def build_coder(
+    coder: object, config: RunConfig, manager: PluginManager, backend: Backend
+) -> SparseCoder:
+    """`coder` as a SparseCoder: as given, loaded from a `"source:spec"` string, or wrapped.
+
+    A `(release, sae_id)` pair reads as the bare spec `"release/sae_id"`. A bare spec or a live
+    object goes to the source a plugin claims for it (`detect_coder`).
+    """
+    if isinstance(coder, SparseCoder):
+        return coder
+    if isinstance(coder, tuple) and len(coder) == 2:
+        coder = f"{coder[0]}/{coder[1]}"
+    settings = {"backend": backend, **config.coder_settings}
+    if isinstance(coder, str):
+        source, spec = parse_coder_spec(coder)
+        if source is None:
+            source = _coder_source(spec, manager)
+        loaded: SparseCoder = instantiate("coder", manager.coders, source, settings, spec)
+        return loaded
+    wrapped: SparseCoder = instantiate(
+        "coder", manager.coders, _coder_source(coder, manager), settings, coder
+    )
+    return wrapped
+
+
+def check_coder_fits(backend: Backend, coder: SparseCoder) -> None:
+    """Coder/model mismatches (wrong hook, wrong width) found on two tokens, not after an hour."""
+    if int(coder.d_in) != int(backend.d_model) and coder.hook.endswith(("resid_pre", "resid_post")):
+        raise ConfigError(
+            f"coder {coder.id} reads width {coder.d_in} at {coder.hook}, "
+            f"but {backend.model_id} has d_model {backend.d_model}"
+        )
+    tokens: TokenBatch = backend.tokenize(["Hello world"], prepend_bos=True)
+    with model_lock(backend):
+        backend.latent_acts(tokens, [coder])  # raises HookNameError / DimensionMismatchError
+
+
+# --- dataset, run directory and identity ----------------------------------------------------------
+
+
+def resolve_dataset(dataset: object, manager: PluginManager) -> object:
+    """A name a plugin registered (`register_datasets`, e.g. the demo's corpus) -> its texts;
+    anything else as given (the store reads it: a hub name, a path, texts)."""
+    if isinstance(dataset, str) and dataset in manager.datasets:
+        return instantiate("dataset", manager.datasets, dataset, {})
+    return dataset
+
+
+def run_path(config: RunConfig) -> Path:
+    """The run directory: `output_dir/name`, or a slug of model and coder plus the data digest."""
+    if config.name:
+        return Path(config.output_dir) / config.name
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{config.model}-{config.coder}").strip("-")[-60:]
+    return Path(config.output_dir) / f"{slug}-{config_digest(config)}"
+
+
+def manifest(p: Prepared) -> dict[str, Any]:
+    """What produced the run: versions of saexplain and every plugin, seed, model, coder,
+    BOS policy and providers."""
+    from saexplain import __version__
+
+    plugins = [
+        {"name": i.name, "distribution": i.distribution, "version": i.version, "state": i.state}
+        for i in p.manager.info()
+    ]
+    return {
+        "saexplain_version": __version__,
+        "plugins": plugins,
+        "seed": p.config.seed,
+        "model": p.backend.model_id,
+        "backend": p.backend.name,
+        "coder": {"id": p.coder.id, "hook": p.coder.hook, "d_sae": int(p.coder.d_sae)},
+        "prepend_bos": p.config.prepend_bos,
+        "bos_token_id": p.backend.bos_token_id,
+        "providers": {
+            role: {"name": prov.name, "model": prov.model} for role, prov in p.providers.items()
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+# --- all of it ------------------------------------------------------------------------------------
+
+
+def prepare(
+    config: RunConfig,
+    *,
+    model: object | None = None,
+    coder: object | None = None,
+    dataset: object | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    manager: PluginManager | None = None,
+    backend_settings: Mapping[str, Any] | None = None,
+) -> Prepared:
+    """Resolve and check everything; raises a clear error before any heavy work.
+
+    Only what the chosen methods declare they need is built (`saexplain.protocols.Needs`): a run
+    whose methods need no LLM builds no provider, so it needs no provider plugin.
+    """
+    from saexplain.sampling import RecordConfig
+
+    manager = manager or get_plugin_manager()
+    explainers, scorers = build_methods(config, manager)
+    try:
+        record_config = RecordConfig.model_validate({"seed": config.seed, **config.records})
+    except ValueError as e:
+        raise ConfigError(f"bad `records` settings: {e}") from e
+    provider_map = build_providers(config, manager, explainers, scorers, providers)
+    backend = build_backend(
+        config.model if model is None else model, config, manager, **(backend_settings or {})
+    )
+    sparse_coder = build_coder(config.coder if coder is None else coder, config, manager, backend)
+    check_coder_fits(backend, sparse_coder)
+    run_dir = RunDir(run_path(config))
+    run_dir.check_same_run(config)
+    return Prepared(
+        config=config,
+        backend=backend,
+        coder=sparse_coder,
+        explainers=explainers,
+        scorers=scorers,
+        providers=provider_map,
+        record_config=record_config,
+        dataset=resolve_dataset(config.dataset if dataset is None else dataset, manager),
+        run_dir=run_dir,
+        manager=manager,
+    )
