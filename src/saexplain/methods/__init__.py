@@ -14,7 +14,8 @@ What to use for what:
   (`derive_seed` for other stable seeds).
 - Model work: `run_model(ctx.backend, fn, ...)` runs it off the event loop under the backend's
   model lock (`model_lock` in synchronous code), so methods never see each other's hooks.
-- Held-out data for scorers: `select_items` (scoring examples and negatives as `Item`s),
+- Held-out data for scorers: `draw_items` (the latent's seed, its random stream and the capped
+  items drawn from it), `select_items` (scoring examples and negatives as `Item`s),
   `input_error` (an explanation that cannot be scored). Explanation and scoring examples are
   disjoint by construction: `LatentRecord` rejects a record where they overlap.
 - Showing text: `first_shown` / `bos_id` (the one BOS rule), `display_tokens`, `neutralise`
@@ -55,7 +56,7 @@ from saexplain.errors import (
 )
 from saexplain.hookspecs import Register, hookimpl
 from saexplain.methods.classify import FIRST_TOKENS, BinaryScorer
-from saexplain.methods.items import Item, error_score, input_error, select_items
+from saexplain.methods.items import Item, draw_items, error_score, input_error, select_items
 from saexplain.methods.llm import (
     Evidence,
     EvidenceUnavailable,
@@ -191,6 +192,7 @@ __all__ = [
     "clean_tokens",
     "derive_seed",
     "display_tokens",
+    "draw_items",
     "error_score",
     "expected_value",
     "first_shown",

@@ -18,10 +18,9 @@ import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
 from saexplain.errors import ParseError
-from saexplain.methods.items import Item, error_score, input_error, select_items
+from saexplain.methods.items import Item, draw_items, error_score, input_error
 from saexplain.methods.llm import Outcome, call, total_usage
 from saexplain.methods.parsing import p_one, parse_binary, token_at_offsets
-from saexplain.methods.seeds import latent_seed
 from saexplain.methods.settings import MethodSettings
 from saexplain.methods.text import one_line_explanation
 from saexplain.metrics import classification_metrics, saebench_accuracy
@@ -128,11 +127,10 @@ class BinaryScorer:
         if problem is not None:
             return error_score(record, explanation, self.name, settings, problem)
 
-        seed = latent_seed(ctx, record, self.name)
-        rng = np.random.default_rng(seed)
-        items = select_items(
+        seed, rng, items = draw_items(
             record,
-            rng,
+            ctx,
+            self.name,
             max_activating=self.settings.max_activating,
             max_negatives=self.settings.max_negatives,
         )

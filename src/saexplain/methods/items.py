@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saexplain.methods.seeds import latent_seed
 from saexplain.models import Example, Explanation, LatentRecord, Score, Settings, Status
+from saexplain.protocols import MethodContext
 
-__all__ = ["Item", "error_score", "input_error", "select_items"]
+__all__ = ["Item", "draw_items", "error_score", "input_error", "select_items"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,19 @@ def error_score(
         error=message,
         settings=settings,
     )
+
+
+def draw_items(
+    record: LatentRecord,
+    ctx: MethodContext,
+    purpose: str,
+    *,
+    max_activating: int | None = None,
+    max_negatives: int | None = None,
+) -> tuple[int, np.random.Generator, list[Item]]:
+    """The latent's own seed for `purpose` (a scorer's name), a random stream from it, and the
+    capped items drawn with that stream (`select_items`); keep using the stream for the order."""
+    seed = latent_seed(ctx, record, purpose)
+    rng = np.random.default_rng(seed)
+    items = select_items(record, rng, max_activating=max_activating, max_negatives=max_negatives)
+    return seed, rng, items

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import Field, JsonValue
 
 from saexplain.methods import (
@@ -48,15 +47,14 @@ from saexplain.methods import (
     call,
     classification_metrics,
     clean_token,
+    draw_items,
     error_score,
     expected_value,
     first_shown,
     input_error,
-    latent_seed,
     load_prompt,
     one_line_explanation,
     pearson,
-    select_items,
     token_at_offsets,
     total_usage,
 )
@@ -215,11 +213,10 @@ class SimulationScorer:
         if problem is not None:
             return error_score(record, explanation, self.name, settings, problem)
 
-        seed = latent_seed(ctx, record, self.name)
-        rng = np.random.default_rng(seed)
-        items = select_items(
+        seed, _, items = draw_items(
             record,
-            rng,
+            ctx,
+            self.name,
             max_activating=self.settings.max_activating,
             max_negatives=self.settings.max_negatives,
         )

@@ -35,11 +35,10 @@ from saexplain.methods import (
     bos_id,
     classification_metrics,
     clean_tokens,
+    draw_items,
     error_score,
     first_shown,
     input_error,
-    latent_seed,
-    select_items,
 )
 
 FloatArray = npt.NDArray[np.float32]
@@ -207,11 +206,10 @@ class EmbeddingScorer:
                 "embedding needs activating scoring examples and non-activating examples; the "
                 f"record has {len(record.scoring_examples)} and {len(record.non_activating)}"
             )
-        seed = latent_seed(ctx, record, self.name)
-        rng = np.random.default_rng(seed)
-        items = select_items(
+        seed, _, items = draw_items(
             record,
-            rng,
+            ctx,
+            self.name,
             max_activating=self.settings.max_activating,
             max_negatives=self.settings.max_negatives,
         )
