@@ -169,7 +169,7 @@ def test_no_code_outside_the_core_imports_a_private_core_module_or_name():
     sorted(
         p.relative_to(ROOT).as_posix()
         for pkg in ("explainers", "scorers")
-        for p in (ROOT / "src/saexplain" / pkg).glob("*.py")
+        for p in (ROOT / "src/saexplain" / pkg).rglob("*.py")
     ),
 )
 def test_builtin_methods_import_the_core_only_through_the_kit(path):

@@ -20,7 +20,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 
 from saexplain import run_sync
 from saexplain.explainers.selfexplain import SelfExplainer
@@ -28,8 +27,10 @@ from saexplain.models import LatentRecord, LatentRef, LatentStats, Status
 from saexplain.protocols import MethodContext
 
 # Needs every plugin (it runs in the integration session; the core-only session skips it).
+pytest.importorskip("torch")
 pytest.importorskip("saexplain_demo")
 pytest.importorskip("saexplain_nnsight")
+import torch
 from saexplain_demo.model import load_smollm2
 from saexplain_saelens import SAELensCoder
 from saexplain_saelens.testing import make_sae

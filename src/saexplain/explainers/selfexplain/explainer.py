@@ -1,330 +1,40 @@
-"""`selfexplain`: the subject model explains its own latent (no LLM, no activation dataset).
-
-A chat prompt asks for the meaning of a placeholder word ("X"), with the answer prefilled up to the
-explanation. The residual stream entering block `patch_layer` is replaced, at every placeholder
-token, by `scale * d` (`d` the latent's unit decoder direction), for a sweep of scales evaluated
-as one batch. From the same patched passes come, per scale:
-
-- self-similarity: cosine between `d` and the residual of the last prompt token entering block
-  `probe_layer`;
-- entropy of the first answer token's distribution;
-- composite: `alpha * norm(selfsim) - (1 - alpha) * norm(entropy)`, both min-max normalised across
-  the sweep;
-- the answer the model generates (greedy, or sampled), decoded from that same pass's KV cache
-  where the backend can.
-
-The answers of the `top_k` scales by composite are the explanations; each of their tokens'
-relevancy is its probability with the patch minus without it. A latent whose peak self-similarity
-stays under `min_selfsim` is reported as not self-explainable (`Status.FAILED`). `flag_generic`
-flags answers that many latents share. Prompts are data (`selfexplain_meaning.toml`,
-`selfexplain_repeat.toml`); a `prompts` setting takes bundled names or paths to user files.
-"""
+"""The `selfexplain` explainer: its settings, the layers and scales it uses per model, the
+`min_selfsim` calibration, and the evidence it records for each latent."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field, JsonValue, field_validator, model_validator
 
+from saexplain.explainers.selfexplain._arrays import Floats, as_floats
+from saexplain.explainers.selfexplain.prompt import PreparedPrompt, prepare_prompt
+from saexplain.explainers.selfexplain.relevancy import relevancy
+from saexplain.explainers.selfexplain.sweep import sweep
 from saexplain.methods import (
     Backend,
-    BackendError,
-    ChatTemplating,
     ConfigError,
     DimensionMismatchError,
     Explanation,
     LatentIndexError,
     LatentRecord,
-    Message,
     MethodContext,
     MethodSettings,
     Needs,
-    ProbeAndGenerate,
     PromptTemplate,
     Register,
-    Replace,
     Status,
     TokenBatch,
     latent_seed,
     load_prompt,
     model_lock,
     run_model,
-    to_numpy,
 )
 
-__all__ = [
-    "PreparedPrompt",
-    "SelfExplainer",
-    "Sweep",
-    "composite",
-    "flag_generic",
-    "prepare_prompt",
-    "register",
-    "relevancy",
-    "sweep",
-]
-
-Floats = npt.NDArray[np.float64]
-
-
-def _np(x: Any) -> Floats:
-    """A float64 numpy copy of a numpy array or tensor-like value (no torch import)."""
-    return to_numpy(x, np.float64)
-
-
-# --- prompts --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreparedPrompt:
-    """A rendered self-explanation prompt: its text, tokens (BOS prepended) and where to patch."""
-
-    template: PromptTemplate
-    text: str
-    ids: tuple[int, ...]
-    positions: tuple[int, ...]  # placeholder tokens (patched)
-    chat_template: str  # "model" (the backend's `chat_prompt`) or "plain" (`plain_chat`)
-
-    @property
-    def last(self) -> int:
-        """The last prompt token (its residual gives self-similarity, its logits the entropy)."""
-        return len(self.ids) - 1
-
-    @property
-    def stops(self) -> tuple[str, ...]:
-        return tuple(str(s) for s in self.template.data.get("stop", ()))
-
-
-def plain_chat(messages: Sequence[Message], prefill: str) -> str:
-    """The fallback chat layout for backends without `chat_prompt`."""
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    lines = [f"{names[m.role]}: {m.content}" for m in messages]
-    return "\n".join([*lines, f"Assistant: {prefill}"])
-
-
-def prepare_prompt(backend: Backend, template: PromptTemplate) -> PreparedPrompt:
-    """Render `template` in the backend's chat format and locate its placeholder tokens.
-
-    The template needs `user`, `prefill` (the start of the answer) and `placeholder` (a word that
-    tokenizes on its own, default "X"); `$placeholder` marks where it goes.
-    """
-    placeholder = str(template.data.get("placeholder", "X"))
-    if "prefill" not in template.data:
-        raise ConfigError(f"prompt {template.id} needs a `prefill` (the start of the answer)")
-    if not placeholder.strip():
-        raise ConfigError(f"prompt {template.id}: empty placeholder")
-    system = template.render_system(placeholder=placeholder)
-    messages = [Message(role="system", content=system)] if system.strip() else []
-    messages.append(Message(role="user", content=template.render_user(placeholder=placeholder)))
-    prefill = PromptTemplate(
-        name=template.name, version=template.version, system="", user=str(template.data["prefill"])
-    ).render_user(placeholder=placeholder)
-    rendered = (
-        backend.chat_prompt(messages, prefill) if isinstance(backend, ChatTemplating) else None
-    )
-    if rendered is not None:
-        text, kind = str(rendered), "model"
-    else:
-        text, kind = plain_chat(messages, prefill), "plain"
-    ids = tuple(backend.tokenize([text]).rows()[0])
-    bare = backend.tokenize([text], prepend_bos=False).rows()[0]
-    shift = len(ids) - len(bare)  # the BOS the backend prepends, if any
-    pieces = backend.str_tokens(bare)
-    if "".join(pieces) != text:
-        raise BackendError(
-            f"{backend.name}: the tokens of prompt {template.id} do not spell its text, so the "
-            "placeholder cannot be located"
-        )
-    # Patch the placeholder where the prompt put it (the user turn and the prefill), as a whole
-    # word: never inside a template's own text (a default system prompt may contain "X").
-    user = messages[-1].content
-    u0 = text.rfind(user, 0, len(text) - len(prefill))
-    regions = [(len(text) - len(prefill), len(text))]
-    regions += [(u0, u0 + len(user))] if u0 >= 0 else [(0, len(text))]
-    word = re.compile(rf"(?<!\w){re.escape(placeholder)}(?!\w)")
-    spans = [
-        (m.start(), m.end())
-        for m in word.finditer(text)
-        if any(a <= m.start() and m.end() <= b for a, b in regions)
-    ]
-    positions, start = [], 0
-    for i, piece in enumerate(pieces):
-        end = start + len(piece)
-        if any(start < e and s < end for s, e in spans):
-            positions.append(i + shift)
-        start = end
-    if not positions:
-        raise ConfigError(f"prompt {template.id}: placeholder {placeholder!r} not found")
-    return PreparedPrompt(template, text, ids, tuple(positions), kind)
-
-
-# --- the sweep ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """Metrics of one prompt over the scales, from batched patched passes, and each scale's
-    continuation when the sweep generated."""
-
-    scales: Floats
-    selfsim: Floats
-    entropy: Floats
-    forward_calls: int
-    generations: tuple[str, ...] = ()
-
-    def composite(self, alpha: float) -> Floats:
-        return composite(self.selfsim, self.entropy, alpha)
-
-
-def _minmax(x: Floats) -> Floats:
-    span = float(x.max() - x.min()) if x.size else 0.0
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
-
-
-def composite(selfsim: Floats, entropy: Floats, alpha: float) -> Floats:
-    """`alpha * norm(selfsim) - (1 - alpha) * norm(entropy)`, min-max normalised over scales."""
-    out: Floats = alpha * _minmax(np.asarray(selfsim, dtype=np.float64)) - (1 - alpha) * _minmax(
-        np.asarray(entropy, dtype=np.float64)
-    )
-    return out
-
-
-def _entropy(logits: Floats) -> Floats:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    out: Floats = -(np.exp(logp) * logp).sum(axis=-1)
-    return out
-
-
-def _patch(prompt: PreparedPrompt, vectors: Floats, layer: int) -> Replace:
-    return Replace(vector=vectors, positions=prompt.positions, layer=layer)
-
-
-def sweep(
-    backend: Backend,
-    prompt: PreparedPrompt,
-    direction: Floats,
-    scales: Sequence[float] | Floats,
-    *,
-    patch_layer: int,
-    probe_layer: int,
-    batch_size: int = 32,
-    max_new_tokens: int = 0,
-    temperature: float = 0.0,
-    seed: int | None = None,
-) -> Sweep:
-    """Self-similarity and first-answer-token entropy at every scale, `batch_size` scales per
-    forward pass (each row: the prompt with `scale * direction` at the placeholders).
-
-    With `max_new_tokens`, every scale also generates its answer. A backend with
-    `probe_and_generate` decodes from the metrics' own pass (its KV cache); otherwise a batched
-    `generate` follows each pass."""
-    unit = direction / np.linalg.norm(direction)
-    scales_arr = np.asarray(scales, dtype=np.float64)
-    selfsim, entropy, texts, calls = [], [], [], 0
-    for lo in range(0, len(scales_arr), batch_size):
-        chunk = scales_arr[lo : lo + batch_size]
-        tokens = TokenBatch.from_lists([list(prompt.ids)] * len(chunk))
-        edit = _patch(prompt, chunk[:, None] * unit[None, :], patch_layer)
-        if max_new_tokens and isinstance(backend, ProbeAndGenerate):
-            logits, resid, new = backend.probe_and_generate(
-                tokens,
-                [edit],
-                layers=[probe_layer],
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seed,
-            )
-            last, last_logits = _np(resid[probe_layer]), _np(logits)
-            texts += [backend.decode(ids) for ids in new]
-        else:
-            logits, resid = backend.probe(
-                tokens, [edit], layers=[probe_layer], positions=[prompt.last]
-            )
-            last, last_logits = _np(resid[probe_layer][:, 0]), _np(logits[:, 0])
-            if max_new_tokens:
-                texts += backend.generate(
-                    [prompt.text] * len(chunk),
-                    [edit],
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    seed=seed,
-                )
-        calls += 1
-        norms = np.linalg.norm(last, axis=-1)
-        selfsim.append(last @ unit / np.where(norms > 0, norms, 1.0))
-        entropy.append(_entropy(last_logits))
-    return Sweep(scales_arr, np.concatenate(selfsim), np.concatenate(entropy), calls, tuple(texts))
-
-
-def relevancy(
-    backend: Backend,
-    prompt: PreparedPrompt,
-    answers: Sequence[Sequence[int]],
-    vectors: Floats,
-    *,
-    patch_layer: int,
-) -> list[list[float]]:
-    """Per answer token: its probability with the patch (row `i` uses `vectors[i]`) minus its
-    probability on the unpatched prompt (SelfIE's relevancy). Two batched passes."""
-    rows = [list(prompt.ids) + list(a) for a in answers]
-    if not any(answers):
-        return [[] for _ in answers]
-    tokens = TokenBatch.from_lists(rows)
-    start = len(prompt.ids)
-    # only the positions predicting answer tokens are unembedded
-    predicting = list(range(start - 1, start - 1 + max(len(a) for a in answers)))
-    probs = []
-    for edits in ([_patch(prompt, vectors, patch_layer)], []):
-        logits, _ = backend.probe(tokens, edits, positions=predicting)
-        z = _np(logits)
-        z -= z.max(axis=-1, keepdims=True)
-        np.exp(z, out=z)
-        probs.append(z / z.sum(axis=-1, keepdims=True))
-    out = []
-    for i, answer in enumerate(answers):
-        pos = np.arange(len(answer))
-        ids = np.asarray(answer, dtype=np.int64)
-        out.append([float(x) for x in probs[0][i, pos, ids] - probs[1][i, pos, ids]])
-    return out
-
-
-# --- generic answers ------------------------------------------------------------------------------
-
-
-def _normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
-def flag_generic(
-    explanations: Sequence[Explanation | str], *, min_share: float = 0.1, min_count: int = 3
-) -> list[bool]:
-    """True for each answer (lower-cased, punctuation dropped) that at least `min_count` latents
-    and a `min_share` fraction of them share: a generic answer ("a word or phrase") says nothing
-    about any one latent. Failed explanations are never flagged and do not count."""
-    if not 0 < min_share <= 1:
-        raise ConfigError(f"min_share must be in (0, 1], got {min_share}")
-    if min_count < 2:
-        raise ConfigError(f"min_count must be >= 2, got {min_count}")
-    keys: list[str | None] = []
-    for e in explanations:
-        if isinstance(e, Explanation):
-            keys.append(_normalise(e.text) if e.status is Status.OK else None)
-        else:
-            keys.append(_normalise(e))
-    counts = Counter(k for k in keys if k is not None)
-    n = sum(counts.values())
-    return [k is not None and counts[k] >= min_count and counts[k] >= min_share * n for k in keys]
-
-
-# --- the explainer --------------------------------------------------------------------------------
+__all__ = ["SelfExplainer", "register"]
 
 
 def _cut(text: str, stops: Sequence[str]) -> str:
@@ -462,7 +172,7 @@ class SelfExplainer:
             patch, _ = self.layers(backend)
             prompt = prepare_prompt(backend, template)
             _, resid = backend.probe(TokenBatch.from_lists([list(prompt.ids)]), [], layers=[patch])
-            norms = np.linalg.norm(_np(resid[patch])[0], axis=-1)
+            norms = np.linalg.norm(as_floats(resid[patch])[0], axis=-1)
             skip = (
                 1
                 if backend.bos_token_id is not None and prompt.ids[0] == backend.bos_token_id
@@ -521,7 +231,7 @@ class SelfExplainer:
         index = record.latent.index
         if not 0 <= index < coder.d_sae:
             raise LatentIndexError(f"latent {index} not in [0, {coder.d_sae}) for {coder.id}")
-        direction = _np(coder.W_dec[index])
+        direction = as_floats(coder.W_dec[index])
         if direction.shape != (backend.d_model,):
             raise DimensionMismatchError(
                 f"decoder row of {coder.id} has shape {direction.shape}; selfexplain patches the "
