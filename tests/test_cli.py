@@ -71,3 +71,31 @@ def test_console_script_help_and_version():
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "usage: saexplain" in capsys.readouterr().out
+
+
+def test_options_are_accepted_anywhere_also_after_the_overrides():
+    from saexplain.cli import parse_args
+
+    for argv in (
+        ["run", "run.yaml", "-q", "latents.sample=2", "seed=1"],
+        ["run", "run.yaml", "latents.sample=2", "-q", "seed=1"],
+        ["run", "run.yaml", "latents.sample=2", "seed=1", "-q"],
+        ["run", "-q", "run.yaml", "latents.sample=2", "seed=1"],
+    ):
+        args = parse_args(argv)
+        assert args.quiet and args.config == "run.yaml", argv
+        assert args.overrides == ["latents.sample=2", "seed=1"], argv
+    args = parse_args(["estimate", "run.yaml", "a=1", "--json", "--latents", "3", "b=2", "-q"])
+    assert (args.json, args.latents, args.quiet, args.overrides) == (True, 3, True, ["a=1", "b=2"])
+
+
+def test_unknown_options_are_still_rejected(capsys):
+    import pytest
+
+    from saexplain.cli import parse_args
+
+    for argv in (["run", "run.yaml", "a=1", "--bogus"], ["show", "runs/x", "extra"]):
+        with pytest.raises(SystemExit) as info:
+            parse_args(argv)
+        assert info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err

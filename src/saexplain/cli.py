@@ -45,23 +45,78 @@ def _component_note(info: Any, kind: str, name: str) -> str:
     return " ".join(n for n in notes if n)
 
 
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells use
+TOO_MANY_ERRORS = 1  # the run finished, but a method's error rate is above `max_error_rate`
+
+
 def _fail(message: str) -> int:
+    if isinstance(message, _Stopped):
+        return INTERRUPTED  # the Ctrl-C handler already printed how to resume
     print(f"saexplain: error: {message}", file=sys.stderr)
     return 2
 
 
 def _guarded(work: Callable[[], Any]) -> Any:
-    """Run `work`; a saexplain error becomes a one-line message and exit status 2."""
-    from saexplain.errors import SaexplainError
+    """Run `work`, which the first Ctrl-C stops at its next batch boundary. A saexplain error, a
+    full disk or a read-only file system becomes a one-line message and exit status 2; Ctrl-C
+    exit status 130, without a traceback."""
+    import errno
 
-    try:
-        return work()
-    except SaexplainError as e:
-        return _Failed(str(e))
+    from saexplain.errors import Interrupted, SaexplainError
+    from saexplain.files import storage_error
+    from saexplain.interrupts import graceful_interrupts
+
+    with graceful_interrupts():
+        try:
+            return work()
+        except (Interrupted, KeyboardInterrupt):  # the first Ctrl-C, or a second one
+            return _Stopped()
+        except SaexplainError as e:
+            return _Failed(str(e))
+        except OSError as e:
+            # writes outside `saexplain.files` (the store's arrays); errors that only a write
+            # meets, so a file that cannot be read is not reported as one that cannot be written
+            typed = storage_error(e.filename or "a file", e)
+            if typed is None or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            return _Failed(str(typed))
 
 
 class _Failed(str):
-    pass
+    """What `_guarded` returns instead of a result: the one-line error message."""
+
+
+class _Stopped(_Failed):
+    """`_guarded`'s result when Ctrl-C stopped the work."""
+
+
+def _check_error_rate(results: Any) -> int:
+    """Exit status 1, with one line per method, when more of a method's results are errors
+    than the run's `max_error_rate` allows (the results stay written); else 0."""
+    from saexplain.models import RunConfig, Status
+
+    limit = float(
+        results.config.get("max_error_rate", RunConfig.model_fields["max_error_rate"].default)
+    )
+    # (method, what it makes) -> [errors, results]
+    counts: dict[tuple[str, str], list[int]] = {}
+    made = [((e.explainer, "explanations"), e.status) for e in results.explanations]
+    made += [((f"{s.explainer}/{s.scorer}", "scores"), s.status) for s in results.scores]
+    for key, status in made:
+        count = counts.setdefault(key, [0, 0])
+        count[0] += status is Status.ERROR
+        count[1] += 1
+    over = {key: (n, total) for key, (n, total) in counts.items() if n > limit * total}
+    if not over:
+        return 0
+    print(
+        f"saexplain: error: more results are errors than max_error_rate={limit:g} allows "
+        f"(each one's `error` is in {results.path}; a rerun retries them):",
+        file=sys.stderr,
+    )
+    for (method, kind), (n, total) in over.items():
+        print(f"  {method}: {n} of {total} {kind} are errors ({n / total:.0%})", file=sys.stderr)
+    return TOO_MANY_ERRORS
 
 
 def _print_run(results: Any, *, report: bool) -> int:
@@ -78,11 +133,15 @@ def _print_run(results: Any, *, report: bool) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from saexplain.config import load_config
     from saexplain.pipeline import run
+    from saexplain.providers import spend_cap_stop
 
-    return _print_run(
-        _guarded(lambda: run(load_config(args.config, args.overrides), progress=not args.quiet)),
-        report=False,
-    )
+    config = args.config
+    results = _guarded(lambda: run(load_config(config, args.overrides), progress=not args.quiet))
+    code = _print_run(results, report=False)
+    stop = None if code else spend_cap_stop(results.manifest.get("provider_calls"))
+    if stop:
+        return _fail(stop)  # work left undone by the cap: a non-zero exit
+    return code or _check_error_rate(results)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -91,12 +150,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from saexplain_demo.config import run_demo
     except ImportError as e:
         return _fail(f"the demo needs the saexplain-demo plugin: pip install saexplain-demo ({e})")
-    return _print_run(
-        _guarded(
-            lambda: run_demo(quick=args.quick, output_dir=args.output_dir, progress=not args.quiet)
-        ),
-        report=True,
+    results = _guarded(
+        lambda: run_demo(quick=args.quick, output_dir=args.output_dir, progress=not args.quiet)
     )
+    return _print_run(results, report=True) or _check_error_rate(results)
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
@@ -203,14 +260,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, options accepted anywhere: argparse stops filling the `KEY=VALUE`
+    overrides at the first option after them (`run.yaml a=1 -q b=2`), so the overrides it
+    leaves over are collected here; anything else unknown is an error, as usual."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    code: int = args.handler(args)
-    return code
+    args, extra = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    unknown = [a for a in extra if overrides is None or a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides is not None:
+        args.overrides = [*overrides, *extra]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 0
+        code: int = args.handler(args)
+        return code
+    except KeyboardInterrupt:  # Ctrl-C outside a run (which handles its own): no traceback
+        print("saexplain: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -28,11 +28,27 @@ def _yaml() -> Any:
     return yaml
 
 
+def _yaml_problem(error: Exception) -> str:
+    """A YAML error on one line, with its place (PyYAML's own message spans several lines)."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    # a character YAML does not accept (no mark): the message says which and where
+    return " ".join(str(error).split()).replace('in "<unicode string>", position', "at offset")
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}): save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from e
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -46,7 +62,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config {path} is not valid: {e}") from e
     except Exception as e:
         if type(e).__module__.startswith("yaml"):
-            raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+            raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from e
         raise
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold a table of settings, not {type(data).__name__}")

@@ -71,6 +71,15 @@ class RunDirError(SaexplainError, ValueError):
     file and line and how to recover."""
 
 
+class RunDirBusyError(SaexplainError):
+    """Another process is running the run in this run directory (the message names its pid)."""
+
+
+class StoreCorruptError(SaexplainError):
+    """An activation store file is missing, cut short or fails its checksum; the message names
+    the file and how to rebuild it."""
+
+
 class BackendError(SaexplainError):
     """A backend could not wrap a model or run a request."""
 
@@ -111,3 +120,14 @@ class SpendCapReached(ProviderError):
 
 class ParseError(SaexplainError, ValueError):
     """An LLM answer could not be parsed into the expected form."""
+
+
+class StorageError(SaexplainError, OSError):
+    """A file could not be written because the disk is full or the folder is not writable; the
+    message names the file and the fix. An `OSError` (with the original `errno`), so code that
+    tolerates a failing disk (the response cache) still does."""
+
+
+class Interrupted(SaexplainError):
+    """The run was asked to stop (Ctrl-C) and stopped at a batch boundary; everything finished
+    so far is saved, and running the same command again resumes the run."""

@@ -1,13 +1,66 @@
 """Crash-safe file writes, for the core and for plugins: a reader sees the old file (or folder)
 or the new one, never a torn one. The run directory, the activation store, the cached demo SAE and
-the dequantised local model all publish through these."""
+the dequantised local model all publish through these. A full disk or a read-only folder is a
+one-line `StorageError` naming the file and the fix (`writing`), and a failed write leaves no
+temporary file behind."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+from saexplain.errors import StorageError
+
+# errno -> (what went wrong, how to fix it), for the write failures a user can fix
+_FULL = (
+    "the disk is full",
+    "free space on it (or set output_dir / store_dir to another disk), then rerun the same "
+    "command to resume",
+)
+_READ_ONLY = (
+    "the folder is not writable",
+    "make it writable (or set output_dir / store_dir to a writable folder), then rerun the "
+    "same command",
+)
+_FIXABLE = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EROFS: _READ_ONLY,
+    errno.EACCES: _READ_ONLY,
+    errno.EPERM: _READ_ONLY,
+}
+
+
+def storage_error(path: Path | str, error: OSError) -> StorageError | None:
+    """`error`, met while writing `path`, as a one-line `StorageError` naming the file and the
+    fix; None when it is not a full disk or a read-only folder (pass it on as it is)."""
+    if isinstance(error, StorageError):
+        return error
+    if error.errno not in _FIXABLE:
+        return None
+    problem, fix = _FIXABLE[error.errno]
+    where = error.filename or path
+    detail = error.strerror or os.strerror(error.errno)
+    out = StorageError(f"cannot write {where}: {problem} ({detail}); {fix}")
+    out.errno = error.errno  # only errno: a strerror or filename would replace the message
+    return out
+
+
+@contextlib.contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Turn a full disk or a read-only folder met while writing `path` into a `StorageError`
+    (see `storage_error`); other errors pass through unchanged."""
+    try:
+        yield
+    except OSError as error:
+        typed = storage_error(path, error)
+        if typed is None or typed is error:
+            raise
+        raise typed from error
 
 
 def fsync_dir(path: Path) -> None:
@@ -22,12 +75,19 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path):
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            # a full disk, a read-only folder, Ctrl-C: no half-written `.<name>.tmp-<pid>` stays
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
     if fsync:
         fsync_dir(path.parent)
 
@@ -38,8 +98,9 @@ def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
 
 def publish_dir(tmp: Path, final: Path, *, fsync: bool = True) -> None:
     """Atomically move a fully written directory `tmp` to `final` (replacing a stale one)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with writing(final):
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     if fsync:
         fsync_dir(final.parent)

@@ -228,6 +228,12 @@ class Status(StrEnum):
 class _Result(Frozen):
     status: Status = Status.OK
     error: str | None = None
+    # Provenance, filled in by the pipeline (None in lines written before it recorded them):
+    # the LLM that produced the result as "<provider>:<model>" (None: the method used none) and
+    # a digest of the method's configuration (`saexplain.rundir.method_id`), part of the key
+    # a resumed run skips finished results by, so a changed configuration makes new results.
+    llm: str | None = None
+    method_id: str | None = None
 
     @model_validator(mode="after")
     def _error_iff_not_ok(self) -> Self:
@@ -285,6 +291,12 @@ class Score(_Result):
     @property
     def n_errors(self) -> int:
         return sum(p.error is not None for p in self.predictions)
+
+    @property
+    def partial(self) -> bool:
+        """An ok score computed from fewer items than asked: some predictions errored (a short
+        outage, an unparseable batch). A resumed run scores it again; it counts until then."""
+        return self.status is Status.OK and self.n_errors > 0
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -359,6 +371,8 @@ class RunConfig(Frozen):
     seed: int = 0
     concurrency: Annotated[int, Field(ge=1)] = 8
     spend_cap_usd: Annotated[float, Field(gt=0.0)] | None = None
+    # `saexplain run` exits non-zero when more of a method's results than this are errors
+    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     output_dir: str = "runs"
     name: str | None = None  # run directory name inside output_dir; None: derived from the config
     store_dir: str | None = None  # reuse an activation store elsewhere; None: <run dir>/store

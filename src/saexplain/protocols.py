@@ -436,6 +436,15 @@ class DeclaresNeeds(Protocol):
     needs: Needs
 
 
+@runtime_checkable
+class RecordsSettings(Protocol):
+    """Capability of an explainer or scorer that says which settings it records with every
+    result (resolved, prompts by `name@version`): the run keys its results by a digest of them,
+    so a changed setting or prompt version makes new results."""
+
+    def recorded_settings(self) -> dict[str, Any]: ...
+
+
 def needs_of(method: object) -> Needs:
     """A method's declared `needs`, or everything for a method that declares none."""
     if isinstance(method, DeclaresNeeds) and isinstance(method.needs, Needs):

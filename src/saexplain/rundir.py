@@ -1,14 +1,18 @@
 """The run directory: the one owner of what a run writes and of how it is read back.
 
     <run>/config.json          the resolved RunConfig, secrets redacted
-    <run>/manifest.json        saexplain and plugin versions, seeds, model, coder, BOS policy
+    <run>/manifest.json        saexplain and plugin versions, seeds, model, coder, BOS policy,
+                               and each method's configuration id (`MethodIds`)
+    <run>/run.lock             held (flock) by the process running the run
     <run>/latents.jsonl        one `LatentEntry` per selected latent: its fate (ok / rare / dead)
     <run>/records.jsonl        one `LatentRecord` per latent
-    <run>/explanations.jsonl   one `Explanation` per (latent, explainer)
-    <run>/scores.jsonl         one `Score` per (latent, explainer, scorer)
+    <run>/explanations.jsonl   one `Explanation` per (latent, explainer, configuration)
+    <run>/scores.jsonl         one `Score` per (latent, explainer, scorer, configuration)
     <run>/logs/<latent>.jsonl  prompts and responses, when `log_prompts` is on
     <run>/flags.json           generic answers many latents share, per explainer
     <run>/summary.json, <run>/report.html
+    <run>/spend.json           money, calls, retries and provider errors of every attempt at the
+                               run (the run's `Ledger`): the spend cap covers reruns too
 
 Writing: each JSONL line is written with one `write` and flushed (and fsynced) before the next,
 so a line is committed once its newline is on disk. JSON files are replaced atomically.
@@ -23,10 +27,21 @@ Reading (`read_jsonl`), with one policy for the resumed run and for the report a
 
 Keys: a latent is keyed by `latent_key(ref)`, `(coder id, hook, index)`. `LatentRef.key`
 (`<hook>_latent<i>`, delphi style) names files and seeds; it is unique within one coder only.
+A result is keyed by its latent, its method names and its `method_id`: a digest of the method's
+configuration (its recorded settings, prompt versions included, and the provider and model it
+asks), so a rerun with another model or setting makes new results beside the old ones, never
+relabels them. `MethodIds` (in `manifest.json`) names the current configuration; the report
+shows its results.
+
+Final results (`is_final`) are skipped on resume: `ok` and `failed`, except a partial score (ok
+with errored items, `Score.partial`), which is retried like an `error`.
 
 Identity: two configs are the same run when the settings in `DATA_FIELDS` (what the store and
 the records hold) agree; `config_digest` hashes them and `RunDir.check_same_run` refuses a run
-directory that holds another run.
+directory that holds another run's data (while it holds none, the identity may change).
+
+One run at a time: `RunDir.lock` holds an exclusive lock on `run.lock` for the run (released by
+the OS when the process ends, however it ends); a second process fails at once, naming the pid.
 """
 
 from __future__ import annotations
@@ -35,16 +50,18 @@ import hashlib
 import json
 import os
 import re
+import sys
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, NonNegativeInt, ValidationError
+from pydantic import BaseModel, Field, NonNegativeInt, ValidationError
 
-from saexplain.errors import ConfigError, RunDirError
-from saexplain.files import atomic_write_text
+from saexplain.errors import ConfigError, RunDirBusyError, RunDirError
+from saexplain.files import atomic_write_text, writing
 from saexplain.models import (
     Explanation,
     Frozen,
@@ -66,7 +83,10 @@ SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "summary.json"
 FLAGS_FILE = "flags.json"
 REPORT_FILE = "report.html"
+SPEND_FILE = "spend.json"
+LOCK_FILE = "run.lock"
 LOGS_DIR = "logs"
+STORE_DIR = "store"  # the run's own activation store, unless `store_dir` puts it elsewhere
 
 FILES = {
     "config": CONFIG_FILE,
@@ -78,6 +98,8 @@ FILES = {
     "summary": SUMMARY_FILE,
     "flags": FLAGS_FILE,
     "report": REPORT_FILE,
+    "spend": SPEND_FILE,
+    "lock": LOCK_FILE,
 }
 
 # Settings that decide what the store and the records hold: a run directory keeps them fixed.
@@ -108,17 +130,85 @@ def latent_key(ref: LatentRef) -> LatentKey:
     return (ref.coder_id, ref.hook, ref.index)
 
 
-def explanation_key(e: Explanation) -> tuple[LatentKey, str]:
-    return (latent_key(e.latent), e.explainer)
+ExplanationKey = tuple[LatentKey, str, str | None]  # (latent, explainer, method id)
+ScoreKey = tuple[LatentKey, str, str, str | None]  # (latent, explainer, scorer, method id)
 
 
-def score_key(s: Score) -> tuple[LatentKey, str, str]:
-    return (latent_key(s.latent), s.explainer, s.scorer)
+def explanation_key(e: Explanation) -> ExplanationKey:
+    """The key a resumed run skips an explanation by: latent, explainer, configuration."""
+    return (latent_key(e.latent), e.explainer, e.method_id)
+
+
+def score_key(s: Score) -> ScoreKey:
+    """The key a resumed run skips a score by: latent, explainer, scorer, configuration."""
+    return (latent_key(s.latent), s.explainer, s.scorer, s.method_id)
 
 
 def is_final(result: Explanation | Score) -> bool:
-    """OK and FAILED results are final; ERROR (an outage, a crash) is retried on resume."""
+    """OK and FAILED results are final; ERROR (an outage, a crash) is retried on resume, and so
+    is a partial score (ok, but some items errored), which counts until it is replaced."""
+    if isinstance(result, Score) and result.partial:
+        return False
     return result.status != Status.ERROR
+
+
+def _digest(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def method_id(name: str, settings: Mapping[str, Any], llm: str | None) -> str:
+    """A short digest of a method's configuration: its name, the settings it records (prompt
+    versions included) and the LLM it asks ("<provider>:<model>", None when it asks none)."""
+    return _digest({"name": name, "settings": dict(settings), "llm": llm})
+
+
+def score_method_id(scorer_id: str, explanation_id: str | None) -> str:
+    """The configuration id of a score: the scorer's, and the one of the explanation it scored
+    (a new explanation needs a new score)."""
+    return _digest({"scorer": scorer_id, "explanation": explanation_id})
+
+
+class MethodIdentity(Frozen):
+    """A method's configuration as the run records it: its id and the LLM it asks."""
+
+    id: str
+    llm: str | None = None
+
+
+class MethodIds(Frozen):
+    """The configuration ids of a run's methods (`manifest.json`'s "methods"): which results
+    belong to the current configuration."""
+
+    explainers: dict[str, MethodIdentity] = Field(default_factory=dict)
+    scorers: dict[str, MethodIdentity] = Field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any] | None) -> MethodIds | None:
+        """The ids a manifest records; None for a run written before they were recorded."""
+        data = (manifest or {}).get("methods")
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise RunDirError(f"{MANIFEST_FILE}: methods: {_reason(exc)}") from exc
+
+    def score_id(self, explainer: str, scorer: str) -> str | None:
+        """The id a score of the current configuration has; None if either method is gone."""
+        e, s = self.explainers.get(explainer), self.scorers.get(scorer)
+        return None if e is None or s is None else score_method_id(s.id, e.id)
+
+    def is_current(self, result: Explanation | Score) -> bool:
+        """Whether `result` was made by the current configuration of its method. Results of a
+        method the run no longer configures are current (nothing newer replaces them)."""
+        if isinstance(result, Explanation):
+            if result.explainer not in self.explainers:
+                return True
+            return result.method_id == self.explainers[result.explainer].id
+        if result.explainer not in self.explainers or result.scorer not in self.scorers:
+            return True
+        return result.method_id == self.score_id(result.explainer, result.scorer)
 
 
 def config_digest(config: RunConfig) -> str:
@@ -243,10 +333,20 @@ class JsonlLog:
                     warnings.warn(message, TruncatedLineWarning, stacklevel=3)
                 f.truncate(kept)
 
-    def append(self, obj: BaseModel | Mapping[str, Any]) -> None:
+    @staticmethod
+    def encode(obj: BaseModel | Mapping[str, Any]) -> bytes:
+        """`obj` as one line; raises (writing nothing) for what JSON in UTF-8 cannot hold, such
+        as a lone surrogate in a string."""
         text = obj.model_dump_json() if isinstance(obj, BaseModel) else json.dumps(obj)
-        line = (text.replace("\n", " ") + "\n").encode("utf-8")
-        with self._lock, open(self.path, "ab") as f:
+        return (text.replace("\n", " ") + "\n").encode("utf-8")
+
+    def append(self, obj: BaseModel | Mapping[str, Any]) -> None:
+        """Append `obj` as one line (see `encode`)."""
+        self.write_line(self.encode(obj))
+
+    def write_line(self, line: bytes) -> None:
+        """Append one line made by `encode`, committed to disk before this returns."""
+        with self._lock, writing(self.path), open(self.path, "ab") as f:  # full disk: one line
             f.write(line)
             f.flush()
             if self.fsync:
@@ -279,15 +379,22 @@ class RunDir:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", latent_key)
         return JsonlLog(folder / f"{safe}.jsonl", fsync=False)
 
-    def done_explanations(self) -> dict[tuple[LatentKey, str], Explanation]:
+    def done_explanations(self) -> dict[ExplanationKey, Explanation]:
         """Final explanations already in the run, by `explanation_key`."""
         latest = {explanation_key(e): e for e in self.explanations.read(Explanation)}
         return {k: e for k, e in latest.items() if is_final(e)}
 
-    def done_scores(self) -> dict[tuple[LatentKey, str, str], Score]:
+    def latest_scores(self) -> dict[ScoreKey, Score]:
+        """The last score per `score_key`, final or not."""
+        return {score_key(s): s for s in self.scores.read(Score)}
+
+    def done_scores(self) -> dict[ScoreKey, Score]:
         """Final scores already in the run, by `score_key`."""
-        latest = {score_key(s): s for s in self.scores.read(Score)}
-        return {k: s for k, s in latest.items() if is_final(s)}
+        return {k: s for k, s in self.latest_scores().items() if is_final(s)}
+
+    def method_ids(self) -> MethodIds | None:
+        """The configuration ids `manifest.json` records (None: none recorded)."""
+        return MethodIds.from_manifest(self.read_json("manifest"))
 
     def stored_records(self) -> dict[LatentKey, LatentRecord]:
         """Records already built, by `latent_key`."""
@@ -301,10 +408,20 @@ class RunDir:
             self.file(kind), json.dumps(data, indent=2, default=str), fsync=self.fsync
         )
 
+    def holds_data(self) -> bool:
+        """Whether the run directory holds anything a run made: its store, latents, records or
+        results (a run that failed on its dataset leaves only config.json and manifest.json)."""
+        store = self.path / STORE_DIR
+        if store.is_dir() and any(store.iterdir()):
+            return True
+        logs = (self.latents, self.records, self.explanations, self.scores)
+        return any(log.path.exists() and log.path.stat().st_size > 0 for log in logs)
+
     def check_same_run(self, config: RunConfig) -> None:
-        """Refuse to resume a run directory that holds a run with other data settings."""
+        """Refuse to resume a run directory that holds a run with other data settings. While it
+        holds no data the identity may change (a corrected dataset after a failed start)."""
         old = self.read_json("config")
-        if old is None:
+        if old is None or not self.holds_data():
             return
         new = redact_secrets(config.model_dump(mode="json"))
         changed = [k for k in DATA_FIELDS if old.get(k) != new.get(k)]
@@ -313,3 +430,31 @@ class RunDir:
                 f"run directory {self.path} holds a run with different {changed}; "
                 "choose another `name` (or output_dir) for a new run"
             )
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one process: an exclusive `flock` on `run.lock`, which
+        the OS releases when the process ends, however it ends. A second process gets
+        `RunDirBusyError` at once, naming the holder's pid. (No lock where `flock` is missing.)"""
+        if sys.platform == "win32":  # no flock; Windows users keep to one process per run
+            yield
+            return
+        import fcntl
+
+        path = self.file("lock")
+        with writing(path):  # a read-only run directory: a one-line error naming it
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise RunDirBusyError(
+                    f"run directory {self.path} is in use by another saexplain process "
+                    f"(pid {holder}); wait for it to finish or stop it, then run again"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock

@@ -5,8 +5,11 @@
   `OPENAI_API_KEY` or `HF_TOKEN`) and every string shaped like a common API key (`sk-...`,
   `sk-ant-...`, `sk-proj-...`, `hf_...`, `AIza...`, `gsk_...`, `xai-...`, `Bearer <token>`, ...).
 - `redact_secrets(value)` copies a JSON-like value (mappings, lists, strings) with the values of
-  secret-named keys (`api_key`, `token`, `password`, `authorization`, ...) masked, and `redact`
-  applied to every other string.
+  secret-named keys (`api_key`, `token`, `password`, `authorization`, `cookie`, ...) masked, and
+  `redact` applied to every other string.
+- `register_secrets_in(value)` registers the values of every secret-named key of a JSON-like
+  value (a provider's settings, its `params.extra_headers`, ...), so that a server echoing one
+  into an answer or an error is masked too. The provider builder calls it for every provider.
 
 Both replace what they hide with `REDACTED`. Only the standard library is used.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 REDACTED = "***"
@@ -26,8 +29,8 @@ REDACTED = "***"
 # `bos_token` or `pad_token` are tokenizer settings, so `..._token` needs a credential prefix.
 _SECRET_NAME = re.compile(
     r"(?:^|[_\-.])(?:api[_-]?key|apikey|access[_-]?key|private[_-]?key|secret(?:[_-]?key)?"
-    r"|password|passwd|auth|authorization|bearer"
-    r"|(?:access|auth|api|bearer|hf|refresh|session|id)[_-]?token)$"
+    r"|password|passwd|auth|authorization|bearer|cookie|credentials?|subscription[_-]?key"
+    r"|(?:access|auth|api|bearer|hf|refresh|session|id|private|personal)[_-]?token)$"
     r"|^token$",
     re.IGNORECASE,
 )
@@ -53,6 +56,10 @@ _BEARER = re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/\-]{8,}=*", re.IGNORECASE)
 
 # Shorter values are too likely to occur in ordinary text to be masked wherever they appear.
 _MIN_SECRET_LEN = 8
+# A credential header's scheme ("Bearer abc", "Basic abc") or a cookie's name ("sid=abc"):
+# the value after it is registered as well, since a server may echo either part alone.
+_SCHEME = re.compile(r"^[A-Za-z][\w-]*\s+(\S+)$")
+_COOKIE_VALUE = re.compile(r"[^=;\s]+=([^;\s]+)")
 _registered: set[str] = set()
 _lock = threading.Lock()
 
@@ -69,6 +76,29 @@ def register_secret(value: str | None) -> None:
             _registered.add(value)
 
 
+def register_secrets_in(value: Any) -> None:
+    """Register the value of every secret-named key in a JSON-like value, at any depth.
+
+    `{"params": {"extra_headers": {"X-Api-Key": "k..."}}}` registers `k...`; a header value
+    `"Bearer t..."` registers it whole and `t...`; a cookie `"sid=c...; theme=dark"` registers
+    it whole and each value (those long enough to mask safely).
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(item, str) and is_secret_name(str(key)):
+                register_secret(item)
+                scheme = _SCHEME.match(item.strip())
+                if scheme:
+                    register_secret(scheme.group(1))
+                for cookie in _COOKIE_VALUE.finditer(item):
+                    register_secret(cookie.group(1))
+            else:
+                register_secrets_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            register_secrets_in(item)
+
+
 def _known_secrets() -> list[str]:
     found = {
         value
@@ -83,6 +113,13 @@ def _known_secrets() -> list[str]:
 def redact(text: str) -> str:
     """`text` with every known secret and key-shaped string replaced by `REDACTED`."""
     return _redact(text, _known_secrets())
+
+
+def redactor() -> Callable[[str], str]:
+    """`redact` bound to the secrets known now: for masking many strings at once (the tokens of
+    an answer) without looking the secrets up again for each one."""
+    known = _known_secrets()
+    return lambda text: _redact(text, known)
 
 
 def _redact(text: str, known: list[str]) -> str:

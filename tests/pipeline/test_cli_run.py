@@ -1,9 +1,15 @@
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 
+import saexplain
 from saexplain.cli import main
-from saexplain.testing import fresh_plugin_manager
+from saexplain.errors import ProviderBadRequestError
+from saexplain.plugins import get_plugin_manager
+from saexplain.testing import ScriptedProvider, fresh_plugin_manager
 
 from . import toy
 
@@ -81,3 +87,92 @@ def test_show_reports_a_run_damaged_mid_file_in_one_line(project, capsys):
     err = capsys.readouterr().err
     assert "damaged" in err and "scores.jsonl:1" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_options_are_accepted_after_the_overrides(project, capsys):
+    _, cfg = project
+    assert main(["run", str(cfg), "latents.indices=[1]", "-q", "concurrency=2"]) == 0
+    assert "the word cat" in capsys.readouterr().out
+
+
+def test_out_of_range_latents_fail_before_any_work(project, capsys):
+    tmp_path, cfg = project
+    assert main(["run", str(cfg), "latents.indices=[1,99,12]", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "[12, 99]" in err and "12" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", str(cfg), "latents={start: 10, stop: 20}", "-q"]) == 2
+    assert "[10, 20)" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "clirun" / "store").exists(), "collected before the check"
+
+
+class Refusing:
+    """A provider plugin whose model refuses every request (never retried)."""
+
+    @saexplain.hookimpl
+    def register_providers(self, register):
+        def refusing(model, **settings):
+            down = ProviderBadRequestError("this model refuses everything", model=model)
+            return ScriptedProvider(toy.answer, fail_on=lambda i, request: down)
+
+        register("refusing", refusing)
+
+
+def test_a_run_with_too_many_method_errors_exits_nonzero_with_the_counts(project, capsys):
+    tmp_path, cfg = project
+    get_plugin_manager().register_plugin(Refusing(), name="refusing")
+    llm = "explainer_model={provider: refusing, model: m}"
+    assert main(["run", str(cfg), llm, "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "clirun" in captured.out  # the table is printed and the results are written
+    assert (tmp_path / "runs" / "clirun" / "report.html").is_file()
+    err = captured.err.strip().splitlines()
+    assert "max_error_rate" in err[0] and "Traceback" not in captured.err
+    assert any("toy:" in line and "3 of 3" in line for line in err[1:])
+    assert any("toy/toyscore:" in line and "3 of 3" in line for line in err[1:])
+    assert main(["run", str(cfg), llm, "max_error_rate=1.0", "-q"]) == 0
+
+
+def fail_writes(monkeypatch, under: Path, code: int) -> None:
+    """Opening a file under `under` for writing fails with `code`, as on a read-only disk."""
+    import builtins
+
+    real = builtins.open
+
+    def fake(file, mode="r", *args, **kwargs):
+        if Path(file).is_relative_to(under) and any(c in mode for c in "wax+"):
+            raise OSError(code, os.strerror(code), str(file))
+        return real(file, mode, *args, **kwargs)
+
+    for module in ("saexplain.files", "saexplain.rundir"):
+        monkeypatch.setattr(f"{module}.open", fake, raising=False)
+
+
+def test_a_read_only_run_directory_is_a_one_line_error(project, capsys, monkeypatch):
+    tmp_path, cfg = project
+    run_dir = tmp_path / "runs" / "clirun"
+    assert main(["run", str(cfg), "latents.indices=[1]", "-q"]) == 0
+    capsys.readouterr()
+    for code in (errno.EROFS, errno.EACCES):
+        with monkeypatch.context() as m:
+            fail_writes(m, run_dir, code)
+            assert main(["run", str(cfg), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert str(run_dir) in err and "writable" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_file(project, capsys, monkeypatch):
+    tmp_path, cfg = project
+    run_dir = tmp_path / "runs" / "clirun"
+    assert main(["run", str(cfg), "latents.indices=[1]", "-q"]) == 0  # the store is complete
+    capsys.readouterr()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["run", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert str(run_dir) in err and "disk is full" in err and "rerun" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(run_dir.glob(".*.tmp-*")), "a temporary file was left behind"

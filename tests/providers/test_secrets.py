@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from saexplain.secrets import REDACTED, is_secret_name, redact, redact_secrets, register_secret
+from saexplain.secrets import (
+    REDACTED,
+    is_secret_name,
+    redact,
+    redact_secrets,
+    register_secret,
+    register_secrets_in,
+)
 
 KEYS = [
     "sk-abcdefghijklmnop1234",
@@ -92,3 +99,24 @@ def test_environment_credentials_and_registered_secrets_are_masked(monkeypatch):
     register_secret("registered-secret-value")
     text = "saw opaque-value-123 and registered-secret-value and abc"
     assert redact(text) == f"saw {REDACTED} and {REDACTED} and abc"
+
+
+@pytest.mark.parametrize("name", ["Cookie", "set-cookie", "Proxy-Authorization", "X-Auth-Token"])
+def test_header_names_holding_credentials(name):
+    assert is_secret_name(name)
+
+
+def test_secret_values_nested_in_settings_are_registered():
+    settings = {
+        "params": {
+            "extra_headers": {
+                "X-Api-Key": "nested-header-value-1",
+                "Cookie": "sid=cookie-value-2; theme=dark",
+                "Authorization": "Basic basic-credential-3",
+                "X-Request-Id": "not-a-secret-value",
+            }
+        }
+    }
+    register_secrets_in(settings)
+    text = "echo nested-header-value-1 cookie-value-2 basic-credential-3 not-a-secret-value"
+    assert redact(text) == f"echo {REDACTED} {REDACTED} {REDACTED} not-a-secret-value"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import logging
+import warnings
+
 import pytest
 from aiohttp import web
 from saexplain_litellm.litellm_provider import LiteLLMProvider
 
-from saexplain.errors import ProviderAuthError, ProviderBadRequestError
+from saexplain.errors import ProviderAuthError, ProviderBadRequestError, ProviderServerError
 from saexplain.models import ChatRequest, Message
-from saexplain.providers import ProviderLayer, RetryPolicy, wrap_provider
+from saexplain.providers import ProviderLayer, RetryPolicy, close_providers, wrap_provider
 
 SECRET = "sk-direct-SECRET-abcdefghijklmnop"
 
@@ -26,8 +30,10 @@ async def server():
         body = await request.json()
         state["bodies"].append(body)
         if state["script"]:
-            status = state["script"].pop(0)
-            return web.Response(status=status, text=f"error {status} for key {SECRET}")
+            fault = state["script"].pop(0)
+            if fault in MALFORMED:
+                return MALFORMED[fault]()
+            return web.Response(status=fault, text=f"error {fault} for key {SECRET}")
         logprobs = None
         if body.get("logprobs"):
             alts = [{"token": "ok", "logprob": -0.2}, {"token": "no", "logprob": -1.8}]
@@ -49,12 +55,26 @@ async def server():
     await runner.cleanup()
 
 
-def make(server, **kw) -> ProviderLayer:
+# Replies a faulty server gives with status 200: cut short, without choices, not an object.
+MALFORMED = {
+    "truncated": lambda: web.Response(
+        text='{"model": "my-model", "choices": [{"index": 0, "mess', content_type="application/json"
+    ),
+    "no choices": lambda: web.json_response({"model": "my-model", "usage": {}}),
+    "empty choices": lambda: web.json_response({"model": "my-model", "choices": []}),
+    "a list": lambda: web.json_response([1, 2]),
+    "bad usage": lambda: web.json_response(
+        {"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": "many"}}
+    ),
+}
+
+
+def make(server, attempts: int = 5, **kw) -> ProviderLayer:
     """The adapter inside saexplain's middleware, as a run uses it (retries, no cache)."""
     adapter = LiteLLMProvider(
         "hosted_vllm/my-model", api_base=server["url"], direct_http=True, logprobs=True, **kw
     )
-    return wrap_provider(adapter, cache=False, retry=RetryPolicy(5, 0.001, 0.002))
+    return wrap_provider(adapter, cache=False, retry=RetryPolicy(attempts, 0.001, 0.002))
 
 
 async def test_direct_http_answers_with_logprobs_and_retries(server):
@@ -80,3 +100,37 @@ async def test_direct_http_auth_and_bad_request_fail_fast_without_secrets(server
         await provider.complete(req("other"))
     await provider.aclose()
     assert server["calls"] == 2
+
+
+async def test_direct_http_malformed_replies_are_typed_retryable_errors(server):
+    server["script"] = list(MALFORMED)
+    provider = make(server, attempts=len(MALFORMED) + 1)
+    response = await provider.complete(req())
+    assert response.text == "ok" and server["calls"] == len(MALFORMED) + 1
+    assert provider.retry_stats.by_error == {"ProviderServerError": len(MALFORMED)}
+    once = make(server, attempts=1)
+    for fault in MALFORMED:
+        server["script"] = [fault]
+        with pytest.raises(ProviderServerError, match="malformed reply") as info:
+            await once.complete(req(fault))
+        assert info.value.retryable and info.value.__cause__ is None
+    await close_providers({"explainer": provider, "scorer": once})
+
+
+async def test_direct_http_sessions_are_closed(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    provider = make(server)
+    await provider.complete(req())
+    adapter = provider.innermost
+    first = adapter._session
+    adapter._session_loop = object()  # as if the session came from an earlier event loop
+    await provider.complete(req("again"))
+    assert first.closed and adapter._session is not first
+    await close_providers({"explainer": provider})  # what the pipeline does at the end of a run
+    assert adapter._session is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del first
+        gc.collect()
+    assert not [w for w in caught if "Unclosed" in str(w.message)]
+    assert "Unclosed" not in caplog.text

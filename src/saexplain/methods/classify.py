@@ -4,7 +4,9 @@ per batch, and score with balanced accuracy (AUROC from logprobs when the provid
 
 A subclass sets `name` and `default_prompt` and says how an item is shown (`render_items`).
 A batch whose call fails or whose answer does not parse turns each of its items into an error
-prediction: excluded from every metric and counted (`n_errors`), never scored as an answer.
+prediction: excluded from every metric and counted (`n_errors`), never scored as an answer. Such
+a score is partial (`Score.partial`): a resumed run scores it again; all items failing is an
+`error` score.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from saexplain.models import (
 )
 from saexplain.prompts import load_prompt
 from saexplain.protocols import MethodContext, Needs
+from saexplain.providers.cache import discard_cached
 
 __all__ = ["FIRST_TOKENS", "BinaryScorer"]
 
@@ -215,6 +218,7 @@ class BinaryScorer:
         try:
             values = parse_binary(choice.text, len(items))
         except ParseError as e:
+            discard_cached(outcome.response)  # an answer not used is not replayed by a rerun
             return errors(f"ParseError: {e}")
         probs: list[float | None] = [None] * len(items)
         if logprobs and choice.logprobs:

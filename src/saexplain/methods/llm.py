@@ -4,8 +4,10 @@ An LLM explainer subclasses `LLMExplainer`: its `gather` returns the `Evidence` 
 plus a JSON record of what was shown), and the base turns it into one chat request (system text,
 few-shot turns rendered by the same code as live evidence, the final user turn) and one
 `Explanation`. Provider failures and unparseable answers become a typed status (`ask`), never an
-exception escaping `explain`. A scorer calls the provider through `call`, which turns provider
-failures into an `Outcome` carrying the error, so the items it covers become error predictions.
+exception escaping `explain`; so does an answer longer than the explainer's `max_chars` (a
+`failed` explanation: it would be sent whole in every scoring prompt). A scorer calls the
+provider through `call`, which turns provider failures into an `Outcome` carrying the error, so
+the items it covers become error predictions.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from saexplain.models import (
 )
 from saexplain.prompts import PromptTemplate, load_prompt
 from saexplain.protocols import MethodContext
+from saexplain.providers.cache import discard_cached
 
 __all__ = [
     "Evidence",
@@ -159,6 +162,12 @@ class LLMExplainer:
             None,
             ge=1,
             description="completion budget; `None`: 200, 60 for labels, 1000 with `cot`",
+        )
+        max_chars: int = Field(
+            1000,
+            ge=1,
+            description="the longest explanation accepted, in characters (the reasoning of "
+            "`cot` not counted); a longer one is `failed`",
         )
 
         @model_validator(mode="before")
@@ -313,7 +322,12 @@ async def ask(
             answer, marker=explainer.marker, require_marker=explainer.settings.cot
         )
     except ParseError as e:
+        discard_cached(response)  # an answer not used is not replayed by a rerun
         return done(Status.FAILED, "", f"ParseError: {e}", usage, answer)
+    limit = explainer.settings.max_chars
+    if len(parsed.text) > limit:  # a runaway answer, sent whole in every scoring prompt if kept
+        reason = f"the explanation has {len(parsed.text)} characters, over max_chars={limit}"
+        return done(Status.FAILED, "", reason, usage, answer)
     gathered.shown["parse"] = parsed.how
     return done(Status.OK, parsed.text, None, usage, answer)
 

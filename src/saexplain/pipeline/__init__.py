@@ -9,7 +9,8 @@ them: activations are collected into the run's store (resumable), records are bu
 latent and kept in the run directory, explainers and scorers run concurrently across latents
 under one bound, then generic answers are flagged and the report written. Each result is
 appended to the run directory the moment it exists; a rerun skips finished (latent, method)
-pairs. See `saexplain.rundir` for the files.
+pairs of the same method configuration. One process at a time runs a run directory (it holds
+`RunDir.lock` from start to end). See `saexplain.rundir` for the files.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from saexplain.pipeline.stages import (
     collect_store,
     explain_and_score,
     finish_report,
+    method_ids,
     write_flags,
 )
 from saexplain.plugins import PluginManager
 from saexplain.protocols import Provider
+from saexplain.providers import close_providers, record_provider_calls
 from saexplain.secrets import redact_secrets
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ __all__ = [
     "explain_and_score",
     "finish_report",
     "manifest",
+    "method_ids",
     "parse_coder_spec",
     "prepare",
     "resolve_dataset",
@@ -69,14 +73,23 @@ __all__ = [
 
 
 async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
-    """Run a prepared pipeline to the end (or resume it)."""
-    p.run_dir.write_json("config", redact_secrets(p.config.model_dump(mode="json")))
-    p.run_dir.write_json("manifest", manifest(p))
-    store = collect_store(p, progress=progress)
-    records = build_run_records(p, store, progress=progress)
-    await explain_and_score(p, records, store, progress=progress)
-    write_flags(p.run_dir)
-    return finish_report(p.run_dir)
+    """Run a prepared pipeline to the end (or resume it). The run directory is locked for the
+    whole run: a second process on it fails at once (`RunDirBusyError`)."""
+    with p.run_dir.lock():
+        p.run_dir.check_same_run(p.config)  # again: another process may have run it meanwhile
+        p.run_dir.write_json("config", redact_secrets(p.config.model_dump(mode="json")))
+        # the methods' configuration ids name the results the report shows
+        methods = method_ids(p).model_dump(mode="json")
+        p.run_dir.write_json("manifest", {**manifest(p), "methods": methods})
+        store = collect_store(p, progress=progress)
+        records = build_run_records(p, store, progress=progress)
+        try:
+            await explain_and_score(p, records, store, progress=progress)
+        finally:
+            await close_providers(p.providers)  # saves spend.json, closes HTTP sessions
+        record_provider_calls(p.run_dir, p.providers)  # spend, retries, errors: manifest
+        write_flags(p.run_dir)
+        return finish_report(p.run_dir)
 
 
 async def arun(

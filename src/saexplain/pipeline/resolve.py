@@ -1,9 +1,10 @@
 """Resolving a run: from a config (and live objects) to checked, ready components.
 
 Everything that can be checked is checked here, before any heavy work: method names and
-settings, the providers the chosen methods need (and their keys), the backend, the coder's hook
-and width, and that the run directory holds the same data. Plugins are found through hooks
-(`detect_backend`, `detect_coder`): the core names none.
+settings, the providers the chosen methods need (their keys, their model strings), the backend,
+the coder's hook and width, the selected latents against that width, and that the run directory
+holds the same data. Plugins are found through hooks (`detect_backend`, `detect_coder`): the
+core names none.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saexplain.concurrency import model_lock
-from saexplain.errors import ConfigError
-from saexplain.models import RunConfig
+from saexplain.errors import ConfigError, LatentIndexError
+from saexplain.files import writing
+from saexplain.models import LatentSelection, RunConfig
 from saexplain.plugins import PluginManager, get_plugin_manager
 from saexplain.protocols import (
     Backend,
@@ -30,7 +32,7 @@ from saexplain.protocols import (
 )
 from saexplain.providers.build import build_providers
 from saexplain.registry import instantiate
-from saexplain.rundir import DATA_FIELDS, RunDir, config_digest
+from saexplain.rundir import DATA_FIELDS, SPEND_FILE, RunDir, config_digest
 
 if TYPE_CHECKING:
     from saexplain.sampling import RecordConfig
@@ -42,6 +44,7 @@ __all__ = [
     "build_coder",
     "build_methods",
     "check_coder_fits",
+    "check_latents",
     "config_digest",
     "manifest",
     "parse_coder_spec",
@@ -175,6 +178,25 @@ def check_coder_fits(backend: Backend, coder: SparseCoder) -> None:
         backend.latent_acts(tokens, [coder])  # raises HookNameError / DimensionMismatchError
 
 
+def check_latents(selection: LatentSelection, coder: SparseCoder) -> None:
+    """Latent indices outside the coder's width fail here, not after the whole collection."""
+    width = int(coder.d_sae)
+    if selection.indices is not None:
+        bad = sorted({i for i in selection.indices if i >= width})
+        if bad:
+            raise LatentIndexError(
+                f"latents {bad} are outside [0, {width}): coder {coder.id} has {width} latents "
+                f"(d_sae); choose indices below {width}"
+            )
+    start = selection.start or 0
+    stop = width if selection.stop is None else selection.stop
+    if start >= width or stop > width:
+        raise LatentIndexError(
+            f"latent range [{start}, {stop}) is outside [0, {width}): coder {coder.id} has "
+            f"{width} latents (d_sae)"
+        )
+
+
 # --- dataset, run directory and identity ----------------------------------------------------------
 
 
@@ -245,13 +267,19 @@ def prepare(
         record_config = RecordConfig.model_validate({"seed": config.seed, **config.records})
     except ValueError as e:
         raise ConfigError(f"bad `records` settings: {e}") from e
-    provider_map = build_providers(config, manager, explainers, scorers, providers)
+    # the run's spend so far counts toward its cap: reruns cannot spend it again
+    spend_file = run_path(config) / SPEND_FILE
+    provider_map = build_providers(
+        config, manager, explainers, scorers, providers, spend_file=spend_file
+    )
     backend = build_backend(
         config.model if model is None else model, config, manager, **(backend_settings or {})
     )
     sparse_coder = build_coder(config.coder if coder is None else coder, config, manager, backend)
+    check_latents(config.latents, sparse_coder)
     check_coder_fits(backend, sparse_coder)
-    run_dir = RunDir(run_path(config))
+    with writing(run_path(config)):  # a read-only output_dir: one line naming it
+        run_dir = RunDir(run_path(config))
     run_dir.check_same_run(config)
     return Prepared(
         config=config,

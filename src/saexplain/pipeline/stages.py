@@ -16,13 +16,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saexplain.concurrency import model_lock
-from saexplain.errors import ConfigError
+from saexplain.errors import ConfigError, SpendCapReached
+from saexplain.interrupts import Interrupted, check_interrupt
 from saexplain.methods.seeds import derive_seed
 from saexplain.models import Explanation, LatentRecord, Score, Status, Usage
 from saexplain.pipeline.resolve import Prepared
-from saexplain.protocols import Explainer, MethodContext, Provider, Scorer
+from saexplain.protocols import (
+    Explainer,
+    MethodContext,
+    Provider,
+    RecordsSettings,
+    Scorer,
+    needs_of,
+)
 from saexplain.providers.build import LoggedProvider, current_latent, current_method
-from saexplain.rundir import LatentEntry, RunDir, explanation_key, latent_key
+from saexplain.providers.wrap import run_ledger
+from saexplain.rundir import (
+    JsonlLog,
+    LatentEntry,
+    MethodIdentity,
+    MethodIds,
+    RunDir,
+    latent_key,
+    method_id,
+)
 
 if TYPE_CHECKING:
     from saexplain.report.results import RunResults
@@ -33,6 +50,7 @@ __all__ = [
     "collect_store",
     "explain_and_score",
     "finish_report",
+    "method_ids",
     "write_flags",
 ]
 
@@ -95,6 +113,7 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
             if key in stored:
                 records.append(stored[key])
                 continue
+            check_interrupt()  # Ctrl-C stops between records; those written are kept
             outcome = builder.build(index)
             p.run_dir.latents.append(
                 LatentEntry(
@@ -145,41 +164,112 @@ class _Spend:
         return f"tokens={u.prompt_tokens + u.completion_tokens} ${u.cost_usd:.4f}"
 
 
+def _writable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (lone surrogates) replaced, so it can be written."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _error_result(make: Callable[..., Any], exc: BaseException, **fields: Any) -> Any:
-    log.warning("%s failed: %s: %s", fields, type(exc).__name__, exc)
-    return make(status=Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000], **fields)
+    message = _writable(f"{type(exc).__name__}: {exc}"[:2000])
+    if not isinstance(exc, SpendCapReached):  # the run's ledger warns once, not once per pair
+        log.warning("%s failed: %s", fields.get("latent"), message)
+    return make(status=Status.ERROR, error=message, **fields)
+
+
+# --- method identity ------------------------------------------------------------------------------
+
+
+def _llm(providers: Mapping[str, Provider], role: str) -> str | None:
+    """The LLM serving `role` as "<provider>:<model>", None when the run has none for it."""
+    try:
+        provider = MethodContext(providers=providers).provider(role)
+    except LookupError:
+        return None
+    return f"{provider.name}:{provider.model}"
+
+
+def _identity(
+    name: str, method: object, configured: Mapping[str, Any], llm: str | None
+) -> MethodIdentity:
+    # the settings the method records (resolved, prompt versions included); a method that
+    # records none is identified by the settings the config gives it
+    settings = method.recorded_settings() if isinstance(method, RecordsSettings) else configured
+    return MethodIdentity(id=method_id(name, settings, llm), llm=llm)
+
+
+def method_ids(p: Prepared) -> MethodIds:
+    """The configuration id of each of the run's methods: results are keyed by it, so a rerun
+    with another model, prompt version or setting makes new results instead of relabelling."""
+    given = {s.name: s.settings for s in (*p.config.explainers, *p.config.scorers)}
+
+    def llm(method: object, role: str) -> str | None:
+        return _llm(p.providers, role) if needs_of(method).provider else None
+
+    return MethodIds(
+        explainers={
+            n: _identity(n, m, given.get(n, {}), llm(m, "explainer"))
+            for n, m in p.explainers.items()
+        },
+        scorers={
+            n: _identity(n, m, given.get(n, {}), llm(m, "scorer")) for n, m in p.scorers.items()
+        },
+    )
 
 
 async def _guarded(
     sem: asyncio.Semaphore, latent_key: str, method: str, work: Callable[[], Awaitable[Any]]
 ) -> Any:
     async with sem:
+        check_interrupt()  # Ctrl-C: no new job starts; running ones finish and are saved
         current_latent.set(latent_key)
         current_method.set(method)
         return await work()
 
 
+def _encoded(log: JsonlLog, result: Explanation | Score) -> bytes:
+    """The result's line, or `ValueError` when it cannot be written (a lone surrogate in its
+    text): checked inside the method's guard, so the result becomes an error, not a crash."""
+    try:
+        return log.encode(result)
+    except Exception as e:  # pydantic's serialisation error or UnicodeEncodeError
+        raise ValueError(f"the result cannot be written: {type(e).__name__}: {e}") from e
+
+
 async def explain_and_score(
     p: Prepared, records: Sequence[LatentRecord], store: object, *, progress: bool
 ) -> None:
-    """Every pending (latent, explainer) and (latent, explainer, scorer) pair, concurrently."""
+    """Every pending (latent, explainer) and (latent, explainer, scorer) pair, concurrently.
+
+    A pair is pending unless the run holds a final result of the method's current configuration
+    (`method_ids`). Each result is written the moment it exists, inside the same guard as the
+    method: a crash, or a result that cannot be written, becomes an `error` result.
+    """
     providers: Mapping[str, Provider] = p.providers
     if p.config.log_prompts:
         providers = {r: LoggedProvider(v, p.run_dir) for r, v in providers.items()}
+    ids = method_ids(p)
     done_e = p.run_dir.done_explanations()
+    latest_s = p.run_dir.latest_scores()
     done_s = p.run_dir.done_scores()
-    pending = sum((latent_key(r.latent), e) not in done_e for r in records for e in p.explainers)
+
+    def e_key(record: LatentRecord, name: str) -> tuple[Any, ...]:
+        return (latent_key(record.latent), name, ids.explainers[name].id)
+
+    def s_key(record: LatentRecord, explainer: str, name: str) -> tuple[Any, ...]:
+        return (latent_key(record.latent), explainer, name, ids.score_id(explainer, name))
+
+    pending = sum(e_key(r, e) not in done_e for r in records for e in p.explainers)
     pending += sum(
-        (latent_key(r.latent), e, s) not in done_s
-        for r in records
-        for e in p.explainers
-        for s in p.scorers
+        s_key(r, e, s) not in done_s for r in records for e in p.explainers for s in p.scorers
     )
     bar = _bar(progress, pending, "explain+score")
     spend = _Spend()
     sem = asyncio.Semaphore(p.config.concurrency)
+    ledger = run_ledger(p.providers)
 
     def ctx_for(record: LatentRecord) -> MethodContext:
+        if ledger is not None:  # called as a method starts: none starts once the cap is reached
+            ledger.check_cap()
         return MethodContext(
             backend=p.backend,
             coder=p.coder,
@@ -188,67 +278,76 @@ async def explain_and_score(
             seed=derive_seed(p.config.seed, record.latent.key),
         )
 
+    def finished(result: Explanation | Score) -> None:
+        spend.add(result)
+        bar.update(1)
+        bar.set_postfix_str(spend.text())
+
     async def explain_one(record: LatentRecord, name: str, explainer: Explainer) -> Explanation:
-        key = (latent_key(record.latent), name)
+        key = e_key(record, name)
         if key in done_e:
             return done_e[key]
+        # keyed by the run's name (a registered alias may call itself otherwise), with the
+        # configuration that made it
+        stamp = {"explainer": name, "method_id": key[2], "llm": ids.explainers[name].llm}
         try:
             result: Explanation = await _guarded(
                 sem, record.latent.key, name, lambda: explainer.explain(record, ctx_for(record))
             )
-            if result.explainer != name:  # a registered alias: key results by the run's name
-                result = result.model_copy(update={"explainer": name})
-        except (asyncio.CancelledError, KeyboardInterrupt):
+            result = result.model_copy(update=stamp)
+            line = _encoded(p.run_dir.explanations, result)
+        except (asyncio.CancelledError, KeyboardInterrupt, Interrupted):
             raise
         except Exception as e:  # one method's crash never takes the run down
-            result = _error_result(Explanation, e, latent=record.latent, explainer=name)
-        p.run_dir.explanations.append(result)
-        spend.add(result)
-        bar.update(1)
-        bar.set_postfix_str(spend.text())
+            result = _error_result(Explanation, e, latent=record.latent, **stamp)
+            line = p.run_dir.explanations.encode(result)
+        p.run_dir.explanations.write_line(line)
+        finished(result)
         return result
 
     async def score_one(
         record: LatentRecord, explanation: Explanation, name: str, scorer: Scorer
     ) -> None:
-        key = (latent_key(record.latent), explanation.explainer, name)
+        key = s_key(record, explanation.explainer, name)
         if key in done_s:
             return
-        if explanation.status != Status.OK:
-            result = Score(
-                latent=record.latent,
-                scorer=name,
-                explainer=explanation.explainer,
-                status=Status.ERROR,
-                error=f"explanation not available ({explanation.status}): {explanation.error}",
-            )
-        else:
-            try:
+        stamp = {
+            "scorer": name,
+            "explainer": explanation.explainer,
+            "method_id": key[3],
+            "llm": ids.scorers[name].llm,
+        }
+        try:
+            if explanation.status != Status.OK:
+                result = Score(
+                    latent=record.latent,
+                    status=Status.ERROR,
+                    error=_writable(
+                        f"explanation not available ({explanation.status}): {explanation.error}"
+                    ),
+                    **stamp,
+                )
+            else:
                 result = await _guarded(
                     sem,
                     record.latent.key,
                     f"{explanation.explainer}/{name}",
                     lambda: scorer.score(record, explanation, ctx_for(record)),
                 )
-                if result.scorer != name or result.explainer != explanation.explainer:
-                    result = result.model_copy(
-                        update={"scorer": name, "explainer": explanation.explainer}
-                    )
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                raise
-            except Exception as e:
-                result = _error_result(
-                    Score,
-                    e,
-                    latent=record.latent,
-                    scorer=name,
-                    explainer=explanation.explainer,
-                )
-        # a failed (not errored) explanation is final: so is the score that could not be made
-        p.run_dir.scores.append(result)
-        spend.add(result)
-        bar.update(1)
-        bar.set_postfix_str(spend.text())
+                result = result.model_copy(update=stamp)
+            line = _encoded(p.run_dir.scores, result)
+        except (asyncio.CancelledError, KeyboardInterrupt, Interrupted):
+            raise
+        except Exception as e:
+            result = _error_result(Score, e, latent=record.latent, **stamp)
+            line = p.run_dir.scores.encode(result)
+        earlier = latest_s.get(key)
+        if result.status is Status.ERROR and earlier is not None and earlier.partial:
+            # a partial score says more than an error: it stays until a retry does better
+            log.warning("%s: retrying a partial score failed again: %s", key, result.error)
+        else:
+            p.run_dir.scores.write_line(line)
+        finished(result)
 
     async def one_latent(record: LatentRecord) -> None:
         explanations = await asyncio.gather(
@@ -260,6 +359,10 @@ async def explain_and_score(
 
     try:
         await asyncio.gather(*(one_latent(r) for r in records))
+    except Interrupted:
+        for _ in range(p.config.concurrency):  # holding every slot: no job is running any more
+            await sem.acquire()
+        raise
     finally:
         bar.close()
 
@@ -272,7 +375,13 @@ def write_flags(run_dir: RunDir) -> dict[str, Any]:
     about any one latent. Written to `flags.json`; the explanations themselves stay untouched."""
     from saexplain.explainers.selfexplain import flag_generic
 
-    latest = {explanation_key(e): e for e in run_dir.explanations.read(Explanation)}
+    ids = run_dir.method_ids()
+    # the last explanation per (latent, explainer) of the current configuration
+    latest = {
+        (latent_key(e.latent), e.explainer): e
+        for e in run_dir.explanations.read(Explanation)
+        if ids is None or ids.is_current(e)
+    }
     by_explainer: dict[str, list[Explanation]] = {}
     for e in latest.values():
         by_explainer.setdefault(e.explainer, []).append(e)

@@ -4,12 +4,17 @@ The pipeline calls `build_providers` once per run; only the roles some chosen me
 provider. Every provider built from a `ProviderSpec` is wrapped by `wrap_provider` (retries,
 cache, limits, spend cap, accounting); provider objects the caller passes in get the run-wide
 layers only (`account_provider`). One `Ledger` per run is shared by all of them, so the run's
-`spend_cap_usd` covers every provider, whichever plugin it comes from.
+`spend_cap_usd` covers every provider, whichever plugin it comes from. Given the run's
+`spend.json`, the ledger starts from the money earlier attempts at the run spent, so the cap
+holds across reruns. The values of secret-named settings (`api_key`, `params.extra_headers`'
+`Authorization`, `Cookie`, ...) are registered as known secrets here, before any call, so a
+server echoing one is masked wherever the run writes or prints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from saexplain.errors import ConfigError
 from saexplain.models import ProviderSpec, RunConfig
@@ -19,6 +24,7 @@ from saexplain.providers.accounting import Ledger, current_latent, current_metho
 from saexplain.providers.layers import LoggedProvider
 from saexplain.providers.wrap import account_provider, split_settings, wrap_provider
 from saexplain.registry import instantiate
+from saexplain.secrets import register_secrets_in
 
 __all__ = ["LoggedProvider", "build_providers", "current_latent", "current_method"]
 
@@ -29,13 +35,18 @@ def build_providers(
     explainers: Mapping[str, Explainer],
     scorers: Mapping[str, Scorer],
     given: Mapping[str, Provider] | None = None,
+    *,
+    spend_file: Path | None = None,
 ) -> dict[str, Provider]:
     """Providers by role; only the roles some chosen method uses. Keys are checked here.
 
     The returned providers share one `Ledger` (reachable as `provider.ledger`) capped at
-    `config.spend_cap_usd`.
+    `config.spend_cap_usd` and persisted in `spend_file` (the run's `spend.json`), if given.
     """
-    ledger = Ledger(config.spend_cap_usd)
+    try:
+        ledger = Ledger(config.spend_cap_usd, path=spend_file)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     out: dict[str, Provider] = {}
     wrapped_given: dict[int, Provider] = {}  # one object serving two roles stays one provider
     for role, provider in (given or {}).items():
@@ -60,6 +71,7 @@ def build_providers(
 
 
 def _build(spec: ProviderSpec, manager: PluginManager, ledger: Ledger) -> Provider:
+    register_secrets_in(spec.settings)
     middleware, own = split_settings(spec.settings)
     provider = instantiate("provider", manager.providers, spec.provider, own, spec.model)
     if isinstance(provider, ReadinessCheck):

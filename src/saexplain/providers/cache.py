@@ -9,6 +9,11 @@ left out of the key as well.
 The default directory is `$SAEXPLAIN_CACHE_DIR/responses`, else
 `$XDG_CACHE_HOME/saexplain/responses`, else `~/.cache/saexplain/responses`;
 `SAEXPLAIN_NO_CACHE=1` switches every default cache off.
+
+The cache keeps only answers that were used: an answer that does not serialise is never written
+(the `CleanLayer` inside the cache repairs such answers and marks them `do_not_cache`), and a
+method that cannot parse an answer drops its entry with `discard_cached(response)` (the methods
+kit does this on every parse failure), so a rerun asks again instead of replaying it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import hashlib
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -29,6 +36,7 @@ from saexplain.secrets import is_secret_name
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+V = TypeVar("V")
 
 
 def default_cache_dir() -> Path:
@@ -101,7 +109,9 @@ class ResponseCache:
         return response
 
     def put(self, key: str, request: ChatRequest, response: ChatResponse) -> None:
-        """Store `response` under `key`, atomically."""
+        """Store `response` under `key`, atomically. An answer that does not serialise (a lone
+        surrogate) raises `ValueError` and nothing is written."""
+        response.model_dump_json()  # raises on what the run directory could not write either
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {
@@ -111,6 +121,14 @@ class ResponseCache:
             "response": response.model_dump(mode="json"),
         }
         atomic_write_bytes(path, json.dumps(entry).encode("utf-8"))
+
+    def delete(self, key: str) -> bool:
+        """Remove the entry `key`; whether there was one."""
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def __len__(self) -> int:
         return sum(1 for _ in self.directory.glob("*/*.json"))
@@ -134,3 +152,70 @@ def make_cache(cache: CacheSetting) -> ResponseCache | None:
     if cache is None or cache is True:
         return ResponseCache()
     return ResponseCache(cache)
+
+
+class _ByIdentity(Generic[V]):
+    """A value attached to live objects by identity (not equality), forgotten when the object is
+    garbage collected. Frozen models compare by value: two equal answers are still two calls."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref[Any], V]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, obj: object, value: V) -> None:
+        key = id(obj)
+
+        def forget(_: object) -> None:
+            with self._lock:
+                self._items.pop(key, None)
+
+        with self._lock:
+            self._items[key] = (weakref.ref(obj, forget), value)
+
+    def pop(self, obj: object) -> V | None:
+        with self._lock:
+            item = self._items.get(id(obj))
+            if item is None or item[0]() is not obj:
+                return None
+            del self._items[id(obj)]
+            return item[1]
+
+    def __contains__(self, obj: object) -> bool:
+        with self._lock:
+            item = self._items.get(id(obj))
+            return item is not None and item[0]() is obj
+
+
+# The cache entry each answer handed out came from (by identity), and the answers never to cache.
+_origins: _ByIdentity[tuple[ResponseCache, str]] = _ByIdentity()
+_uncacheable: _ByIdentity[bool] = _ByIdentity()
+
+
+def remember_origin(response: ChatResponse, cache: ResponseCache, key: str) -> None:
+    """Note that `response` is (or was just written as) the entry `key` of `cache`."""
+    _origins.set(response, (cache, key))
+
+
+def do_not_cache(response: ChatResponse) -> None:
+    """Mark an answer that must not be cached (it was repaired: the original was broken)."""
+    _uncacheable.set(response, True)
+
+
+def cacheable(response: ChatResponse) -> bool:
+    """Whether `response` may be cached (not marked by `do_not_cache`)."""
+    return response not in _uncacheable
+
+
+def discard_cached(response: ChatResponse) -> bool:
+    """Drop the cache entry `response` came from, when a method could not use the answer (it
+    did not parse), so that a rerun asks the provider again. Whether an entry was removed; a
+    response that came from no cache is ignored."""
+    origin = _origins.pop(response)
+    if origin is None:
+        return False
+    cache, key = origin
+    try:
+        return cache.delete(key)
+    except OSError as error:  # a read-only cache: the rerun replays it, nothing worse
+        log.warning("could not drop response cache entry %s: %s", key, error)
+        return False

@@ -12,17 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from saexplain.errors import ProviderError
-from saexplain.models import ChatRequest, ChatResponse, Usage
+from saexplain.errors import ProviderError, SpendCapReached
+from saexplain.models import ChatRequest, ChatResponse, TokenLogprob, Usage
 from saexplain.protocols import Provider
 from saexplain.providers.accounting import Ledger, current_latent, current_method, current_tags
-from saexplain.providers.cache import ResponseCache, cache_key
+from saexplain.providers.cache import (
+    ResponseCache,
+    cache_key,
+    cacheable,
+    do_not_cache,
+    remember_origin,
+)
 from saexplain.providers.limits import ConcurrencyLimit, RateLimit
 from saexplain.providers.retry import RetryPolicy, RetryStats, with_retries
-from saexplain.secrets import redact, redact_secrets
+from saexplain.secrets import redact, redact_secrets, redactor
 
 if TYPE_CHECKING:
     from saexplain.rundir import RunDir
@@ -85,8 +92,72 @@ def scrub(error: BaseException) -> None:
         error.__suppress_context__ = True
 
 
+# A lone surrogate (what `json.loads` makes of `"\\ud800"`) cannot be written as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_response(response: ChatResponse) -> tuple[ChatResponse, bool]:
+    """`(response with its text made safe, whether a lone surrogate had to be replaced)`.
+
+    Lone surrogates in the text, the logprob tokens or the model name become U+FFFD (one
+    character for one, so token offsets still line up), and known secrets are masked (a server
+    echoing a request header). The response itself is returned when nothing changed.
+    """
+    mask = redactor()
+    repaired = False
+
+    def clean(text: str) -> str:
+        nonlocal repaired
+        if not text.isascii() and _SURROGATE.search(text):
+            repaired = True
+            text = _SURROGATE.sub("\ufffd", text)
+        return mask(text)
+
+    def clean_token(t: TokenLogprob) -> TokenLogprob:
+        token, top = clean(t.token), tuple((clean(a), lp) for a, lp in t.top)
+        if token == t.token and top == t.top:
+            return t
+        return t.model_copy(update={"token": token, "top": top})
+
+    choices = []
+    for c in response.choices:
+        text = clean(c.text)
+        logprobs = None if c.logprobs is None else tuple(clean_token(t) for t in c.logprobs)
+        reason = None if c.finish_reason is None else clean(c.finish_reason)
+        if text == c.text and logprobs == c.logprobs and reason == c.finish_reason:
+            choices.append(c)
+        else:
+            update = {"text": text, "logprobs": logprobs, "finish_reason": reason}
+            choices.append(c.model_copy(update=update))
+    model = clean(response.model)
+    if model == response.model and all(
+        a is b for a, b in zip(choices, response.choices, strict=True)
+    ):
+        return response, repaired
+    return response.model_copy(update={"model": model, "choices": tuple(choices)}), repaired
+
+
+class CleanLayer(ProviderLayer):
+    """Makes every answer safe to write and show (`clean_response`): nothing downstream fails to
+    serialise it, and no secret a server echoes reaches results, logs or the cache. It sits
+    inside the cache, so the cache stores the clean answer; a repaired answer (the original was
+    broken) is marked `do_not_cache`, so a rerun asks again."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        response, repaired = clean_response(await self.inner.complete(request))
+        if repaired:
+            log.warning(
+                "%s answer from %s held unencodable characters (replaced by U+FFFD; not cached)",
+                self.name,
+                self.model,
+            )
+            do_not_cache(response)
+        return response
+
+
 class AccountingLayer(ProviderLayer):
-    """Records the usage of every answered call in `ledger`, tagged with `current_tags()`.
+    """Records the usage of every answered call in `ledger`, tagged with `current_tags()`, and
+    counts the calls that failed, by error type (`Ledger.stats`).
 
     `usage` sums this provider's calls alone (the ledger may be shared by a whole run).
     """
@@ -97,7 +168,11 @@ class AccountingLayer(ProviderLayer):
         self.usage = Usage()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        response = await self.inner.complete(request)
+        try:
+            response = await self.inner.complete(request)
+        except ProviderError as error:
+            self.ledger.record_error(error)
+            raise
         usage = response.usage
         cached = usage.cached_calls > 0 and usage.calls == 0
         self.ledger.record(self.name, self.model, usage, current_tags(), cached=cached)
@@ -106,10 +181,12 @@ class AccountingLayer(ProviderLayer):
 
 
 class CacheLayer(ProviderLayer):
-    """Answers a request seen before from `cache`, at no cost; stores every new answer.
+    """Answers a request seen before from `cache`, at no cost; stores every new answer that
+    serialises and is not marked `do_not_cache`.
 
     `scope` holds the provider settings besides the model that change answers (part of the key).
-    A hit is returned with `cost_usd=0`, `calls=0` and `cached_calls=1`.
+    A hit is returned with `cost_usd=0`, `calls=0` and `cached_calls=1`. Each answer handed out
+    remembers its entry, so `discard_cached(answer)` can drop it when a method cannot use it.
     """
 
     def __init__(
@@ -128,12 +205,21 @@ class CacheLayer(ProviderLayer):
                 completion_tokens=hit.usage.completion_tokens,
                 cached_calls=1,
             )
-            return hit.model_copy(update={"usage": usage})
+            served = hit.model_copy(update={"usage": usage})
+            remember_origin(served, self.cache, key)
+            return served
         response = await self.inner.complete(request)
+        if not cacheable(response):
+            return response
         try:
             self.cache.put(key, request, response)
         except OSError as error:  # a full disk must not lose an answer already paid for
             log.warning("could not write the response cache: %s", error)
+            return response
+        except ValueError as error:  # does not serialise (a lone surrogate): never replayed
+            log.warning("not caching an answer that does not serialise: %s", error)
+            return response
+        remember_origin(response, self.cache, key)
         return response
 
 
@@ -166,6 +252,8 @@ class RetryLayer(ProviderLayer):
                 rng=self._rng,
                 sleep=self._sleep,
             )
+        except SpendCapReached:
+            raise  # the ledger warns once, not once per refused call
         except ProviderError as error:
             log.warning("%s call to %s failed: %s", self.name, self.model, redact(str(error)))
             raise

@@ -10,8 +10,9 @@ provider's factory (`split_settings`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saexplain.errors import ConfigError
 from saexplain.protocols import Provider
@@ -20,6 +21,7 @@ from saexplain.providers.cache import CacheSetting, make_cache
 from saexplain.providers.layers import (
     AccountingLayer,
     CacheLayer,
+    CleanLayer,
     LimitLayer,
     ProviderLayer,
     RedactErrorsLayer,
@@ -28,6 +30,11 @@ from saexplain.providers.layers import (
 )
 from saexplain.providers.limits import ConcurrencyLimit, global_limit, rate_limit_for
 from saexplain.providers.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from saexplain.rundir import RunDir
+
+log = logging.getLogger("saexplain.providers")
 
 # ProviderSpec settings the core takes for the layers; a factory never sees them.
 MIDDLEWARE_SETTINGS = frozenset(
@@ -87,10 +94,13 @@ def wrap_provider(
 
     1. error messages redacted (no secret in any exception);
     2. accounting: each answer's usage recorded in `ledger` (a new one unless given; share one
-       to account and cap several providers together), tagged by latent / method / `usage_tags`;
+       to account and cap several providers together), tagged by latent / method / `usage_tags`,
+       and failed calls counted by error type;
     3. the response cache (`cache`: None/True the default directory, False off, a directory or a
        `ResponseCache`; `cache_scope`: settings besides the model that change answers, never
        credentials); a hit costs nothing;
+    3b. answers cleaned (`CleanLayer`): lone surrogates replaced (such answers are not cached),
+       known secrets masked;
     4. retries with backoff of retryable errors (`retry`: a `RetryPolicy` or its fields as a
        mapping; `max_attempts` overrides its attempts; `seed` fixes the jitter);
     5. the per-model rate limit (`requests_per_minute`) and the concurrency limit
@@ -109,7 +119,9 @@ def wrap_provider(
     )
     layered: Provider = SpendCapLayer(provider, shared)
     layered = LimitLayer(layered, concurrency=concurrency, rate=rate)
-    layered = RetryLayer(layered, _retry_policy(retry, max_attempts), seed=seed)
+    retrying = RetryLayer(layered, _retry_policy(retry, max_attempts), seed=seed)
+    shared.track_retries(retrying.retry_stats)
+    layered = CleanLayer(retrying)
     response_cache = make_cache(cache)
     if response_cache is not None:
         layered = CacheLayer(layered, response_cache, cache_scope)
@@ -124,4 +136,45 @@ def account_provider(provider: Provider, ledger: Ledger) -> ProviderLayer:
     `sx.explain(provider=obj)`): they are used as built, without retries, cache or limits
     (wrap them with `wrap_provider` first to get those), but the run's cap still covers them.
     """
-    return RedactErrorsLayer(AccountingLayer(SpendCapLayer(provider, ledger), ledger))
+    return RedactErrorsLayer(AccountingLayer(CleanLayer(SpendCapLayer(provider, ledger)), ledger))
+
+
+def run_ledger(providers: Mapping[str, Provider]) -> Ledger | None:
+    """The `Ledger` the run's wrapped providers share; None when the run has no provider."""
+    for provider in providers.values():
+        ledger = getattr(provider, "ledger", None) if isinstance(provider, ProviderLayer) else None
+        if isinstance(ledger, Ledger):
+            return ledger
+    return None
+
+
+async def close_providers(providers: Mapping[str, Provider]) -> None:
+    """End of a run: save the run's ledger (its `spend.json`) and close every provider that
+    holds connections (`aclose`, e.g. the direct-HTTP session), each once; a failure to close
+    is logged, never raised."""
+    ledger = run_ledger(providers)
+    if ledger is not None:
+        ledger.save()
+    seen: set[int] = set()
+    for provider in providers.values():
+        inner = provider.innermost if isinstance(provider, ProviderLayer) else provider
+        if id(inner) in seen:
+            continue
+        seen.add(id(inner))
+        aclose = getattr(inner, "aclose", None)
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except Exception as error:
+            log.warning("closing provider %s failed: %s", provider.name, error)
+
+
+def record_provider_calls(run_dir: RunDir, providers: Mapping[str, Provider]) -> None:
+    """Add the run's `Ledger.stats()` (spend, calls, retries, provider errors by type, calls the
+    cap refused) to its manifest as `provider_calls`; `summary.json` copies them from there."""
+    ledger = run_ledger(providers)
+    if ledger is None:
+        return
+    manifest = run_dir.read_json("manifest") or {}
+    run_dir.write_json("manifest", {**manifest, "provider_calls": ledger.stats()})

@@ -11,6 +11,10 @@ Run directory files (any may be missing): `config.json`, `manifest.json`, `recor
 `saexplain.rundir`): when a key appears twice the last line wins; a last line cut short by a
 crash mid-write is dropped with a `TruncatedLineWarning`; a damaged line anywhere else raises
 `RunFormatError` (`saexplain.errors.RunDirError`) naming the file and line.
+
+When the manifest names the methods' current configurations (`saexplain.rundir.MethodIds`),
+only their results are shown: results of an earlier configuration (another model, prompt
+version or setting) stay in the files but are not attributed to the current one.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from saexplain.rundir import (
     SUMMARY_FILE,
     LatentEntry,
     LatentKey,
+    MethodIds,
     TruncatedLineWarning,
     latent_key,
     read_json,
@@ -131,6 +136,7 @@ class RunResults:
 
     Duplicates resolve as on disk: the last explanation per (latent, explainer), the last score
     per (latent, scorer, explainer), the last record and latents.jsonl entry per latent win.
+    Results of a method configuration other than the one the manifest names are left out.
     """
 
     def __init__(
@@ -154,6 +160,10 @@ class RunResults:
             e = entry if isinstance(entry, LatentEntry) else LatentEntry.model_validate(entry)
             self._entries[latent_key(e.latent)] = e
         self._records: dict[LatentKey, LatentRecord] = {latent_key(r.latent): r for r in records}
+        ids = MethodIds.from_manifest(self.manifest)
+        if ids is not None:
+            explanations = [e for e in explanations if ids.is_current(e)]
+            scores = [s for s in scores if ids.is_current(s)]
         self._explanations: dict[LatentKey, dict[str, Explanation]] = {}
         for exp in explanations:
             self._explanations.setdefault(latent_key(exp.latent), {})[exp.explainer] = exp

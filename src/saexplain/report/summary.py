@@ -7,7 +7,8 @@ explainer: how many explanations failed, and its tokens and cost.
 
 A score counts as an error when its status is not ok or its value is None or not finite; errors
 are counted in `error_rate = n_errors / n_total` and excluded from every statistic, never averaged
-in as a number.
+in as a number. A partial score (ok, but computed from fewer items because some errored) counts
+as a value and in `n_partial`; a resumed run scores it again.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def summarize(
             **describe(values, n_resamples=n_resamples, seed=seed),
             # answers inside otherwise valid scores that errored (excluded by the scorer)
             "prediction_errors": sum(s.n_errors for s in scores),
+            "n_partial": sum(s.partial for s in scores),
             "usage": usage_dict(s.usage for s in scores),
         }
 
@@ -146,6 +148,8 @@ def summarize(
         "explainers": explainers,
         "methods": methods,
         "usage": {"explanations": exp_usage, "scores": score_usage, "total": total},
+        # spend, calls, retries and provider errors over every attempt at the run (the ledger's)
+        "provider_calls": results.manifest.get("provider_calls"),
         "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
     }
 

@@ -73,13 +73,28 @@ def describe_dataset(source: object, *, text_field: str = "text", split: str = "
 
 
 def _iter_file(path: Path, text_field: str) -> Iterator[str]:
+    try:
+        yield from _read_file(path, text_field)
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"dataset file {path} is not UTF-8 text (it holds the byte {e.object[e.start]:#04x}): "
+            "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from e
+
+
+def _read_file(path: Path, text_field: str) -> Iterator[str]:
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                obj = json.loads(line)
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(
+                        f"{path}:{lineno}: not a JSON object ({e.msg}): fix or remove the line"
+                    ) from e
                 if not isinstance(obj, dict) or text_field not in obj:
                     raise ConfigError(f"{path}:{lineno}: no field {text_field!r} in JSON line")
                 yield str(obj[text_field])

@@ -3,6 +3,10 @@
 The manifest is the commit point of a collection: a shard exists only once the manifest lists
 it, and the manifest is replaced atomically after each shard. A resumed run checks that its
 settings (`CollectionSettings`) equal the recorded ones before appending.
+
+It also records a checksum of every data file (`ShardInfo.checksums`, `Manifest.checksums`),
+computed while the file is written and verified when a reader first opens it. Stores written
+before checksums existed have none; they are read unverified, with a warning.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeInt
+from pydantic import Field, NonNegativeInt, ValidationError
 
-from saexplain.errors import ConfigError
+from saexplain.errors import ConfigError, StoreCorruptError
 from saexplain.models import Frozen
 from saexplain.store._io import atomic_write_text
 
@@ -56,6 +60,8 @@ class ShardInfo(Frozen):
     n_contexts: NonNegativeInt
     nnz: dict[str, NonNegativeInt]  # by coder key
     value_dtypes: dict[str, str] = Field(default_factory=dict)  # by coder key
+    # checksum of each file of the shard, by file name; empty in stores written before checksums
+    checksums: dict[str, str] = Field(default_factory=dict)
 
 
 class Manifest(Frozen):
@@ -66,6 +72,8 @@ class Manifest(Frozen):
     complete: bool = False  # the dataset (or the budget) is exhausted
     stats_complete: bool = False
     n_documents: NonNegativeInt | None = None  # documents read, once complete
+    # checksum of each file outside shards/ (decoders, statistics), by path inside the store
+    checksums: dict[str, str] = Field(default_factory=dict)
 
     @property
     def n_contexts(self) -> int:
@@ -94,7 +102,15 @@ class Manifest(Frozen):
         path = Path(root) / MANIFEST_NAME
         if not path.exists():
             raise ConfigError(f"{root} is not an activation store (no {MANIFEST_NAME})")
-        manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
+        try:
+            manifest = cls.model_validate_json(path.read_bytes())
+        except ValidationError as exc:  # cut short, or edited by hand: one line, not a traceback
+            errors = exc.errors()
+            reason = errors[0]["msg"] if errors else "not a store manifest"
+            raise StoreCorruptError(
+                f"the store manifest {path} is damaged ({reason}); delete the store directory "
+                f"{root} and rerun to collect it again"
+            ) from None
         if manifest.format_version != FORMAT_VERSION:
             raise ConfigError(
                 f"{root}: store format {manifest.format_version}, this saexplain reads "

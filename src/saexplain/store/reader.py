@@ -1,8 +1,15 @@
-"""Reading a store: one latent's activations without scanning the others, tokens by context."""
+"""Reading a store: one latent's activations without scanning the others, tokens by context.
+
+Every file is checked against the checksum the manifest records for it when this process first
+opens it (then memory-mapped: later reads cost nothing extra); a missing, cut short or altered
+file raises a one-line `StoreCorruptError` naming the file and how to rebuild it.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from saexplain.errors import ConfigError, LatentIndexError
+from saexplain.errors import ConfigError, LatentIndexError, StoreCorruptError
 from saexplain.models import LatentStats
+from saexplain.store._io import verify_file
 from saexplain.store.manifest import CoderInfo, CollectionSettings, Manifest
 
 if TYPE_CHECKING:
@@ -20,6 +28,12 @@ if TYPE_CHECKING:
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (the error we raise stays one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,15 @@ class ActivationStore:
         self._max_open = max(3, max_open_shards * 3)
         self._stats: dict[str, StoreStats] = {}
         self._decoders: dict[str, npt.NDArray[np.float32] | None] = {}
+        unverified = sum(not s.checksums for s in self.manifest.shards)
+        if unverified:
+            warnings.warn(
+                f"the store {self.path} has no checksums for {unverified} of its "
+                f"{len(self.manifest.shards)} shards (written before saexplain recorded them); "
+                "they are read unverified: delete the store and rerun to rebuild it with checksums",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
         coders = ", ".join(c.id for c in self.coders)
@@ -97,12 +120,28 @@ class ActivationStore:
 
     # --- raw arrays -----------------------------------------------------------------------------
 
+    def _load_checked(self, file: Path, expected: str | None, fix: str) -> npt.NDArray[Any]:
+        """Memory-map `file` once it matches its checksum (exists, for an unverified store)."""
+        verify_file(file, expected, fix)
+        try:
+            arr: npt.NDArray[Any] = np.load(file, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:  # cut short: only unverified stores get here
+            raise StoreCorruptError(
+                f"store file {file} is damaged ({_reason(exc)}); {fix}"
+            ) from None
+        return arr
+
     def _array(self, shard: int, name: str) -> npt.NDArray[Any]:
         key = (shard, name)
         arr = self._cache.get(key)
         if arr is None:
-            file = self.path / "shards" / f"{self.manifest.shards[shard].index:05d}" / f"{name}.npy"
-            arr = np.load(file, mmap_mode="r")
+            info = self.manifest.shards[shard]
+            folder = self.path / "shards" / f"{info.index:05d}"
+            fix = (
+                f"delete the shard {folder} (or the whole store {self.path}) and rerun: "
+                "collection resumes from that shard"
+            )
+            arr = self._load_checked(folder / f"{name}.npy", info.checksums.get(f"{name}.npy"), fix)
             self._cache[key] = arr
             if len(self._cache) > self._max_open:
                 self._cache.popitem(last=False)
@@ -187,8 +226,13 @@ class ActivationStore:
         """The coder's W_dec (d_sae, d_in) if it was saved at collection time."""
         info = self.coder(coder_id)
         if info.id not in self._decoders:
-            file = self.path / "coders" / info.key / "W_dec.npy"
-            self._decoders[info.id] = np.load(file, mmap_mode="r") if file.exists() else None
+            name = f"coders/{info.key}/W_dec.npy"
+            file = self.path / name
+            expected = self.manifest.checksums.get(name)
+            fix = f"delete {file} and rerun: collection saves it again"
+            self._decoders[info.id] = (
+                self._load_checked(file, expected, fix) if expected or file.exists() else None
+            )
         return self._decoders[info.id]
 
     # --- statistics -----------------------------------------------------------------------------
@@ -198,10 +242,20 @@ class ActivationStore:
 
         info = self.coder(coder_id)
         if info.id not in self._stats:
-            file = self.path / "stats" / f"{info.key}.npz"
-            self._stats[info.id] = (
-                StoreStats.load(file) if file.exists() else compute_stats(self, info.id)
-            )
+            name = f"stats/{info.key}.npz"
+            file = self.path / name
+            if file.exists():
+                fix = f"delete {file} and rerun: collection computes the statistics again"
+                verify_file(file, self.manifest.checksums.get(name), fix)
+                try:
+                    self._stats[info.id] = StoreStats.load(file)
+                except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+                    # cut short: only a store without checksums gets here
+                    raise StoreCorruptError(
+                        f"store file {file} is damaged ({_reason(exc)}); {fix}"
+                    ) from None
+            else:
+                self._stats[info.id] = compute_stats(self, info.id)
         return self._stats[info.id]
 
     def latent_stats(self, latent: int, coder_id: str | None = None) -> LatentStats:

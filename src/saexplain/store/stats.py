@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from saexplain.models import LatentStats
-from saexplain.store._io import atomic_write_bytes
+from saexplain.store._io import atomic_write_bytes, bytes_checksum
 
 if TYPE_CHECKING:
     from saexplain.store.reader import ActivationStore
@@ -65,7 +65,8 @@ class StoreStats:
             quantiles=tuple(float(q) for q in self.quantiles[index]) if c else (),
         )
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> str:
+        """Write the statistics to `path` atomically; returns the file's checksum."""
         buf = io.BytesIO()
         np.savez(
             buf,
@@ -76,7 +77,9 @@ class StoreStats:
             quantiles=self.quantiles,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+        data = buf.getvalue()
+        atomic_write_bytes(path, data)
+        return bytes_checksum(data)
 
     @classmethod
     def load(cls, path: Path) -> StoreStats:
@@ -149,9 +152,12 @@ def compute_stats(
 
 
 def compute_all_stats(store: ActivationStore, *, n_quantiles: int = 10) -> None:
-    """Compute and save every coder's statistics, then mark them complete in the manifest."""
+    """Compute and save every coder's statistics, then mark them complete in the manifest (with
+    the files' checksums)."""
+    checksums = dict(store.manifest.checksums)
     for info in store.coders:
         stats = compute_stats(store, info.id, n_quantiles=n_quantiles)
-        stats.save(store.path / "stats" / f"{info.key}.npz")
-    manifest = store.manifest.model_copy(update={"stats_complete": True})
+        name = f"stats/{info.key}.npz"
+        checksums[name] = stats.save(store.path / name)
+    manifest = store.manifest.model_copy(update={"stats_complete": True, "checksums": checksums})
     manifest.save(store.path)

@@ -15,6 +15,9 @@ activations are a contiguous slice of every shard: reading it never scans other 
 Each shard is written into a temporary directory and renamed into place, then the manifest is
 replaced atomically. A run killed at any moment resumes from the last shard the manifest lists:
 contexts are re-derived deterministically from the dataset and the already stored ones skipped.
+Every file's checksum is computed as it is written and recorded in the manifest; a resumed run
+collects again from the first shard with a missing file (deleted because a reader found it
+corrupt), and recomputes deleted statistics.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import importlib
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from saexplain.errors import ConfigError, EmptyDatasetError
+from saexplain.interrupts import check_interrupt
 from saexplain.protocols import Backend, SparseCoder, TokenBatch
 from saexplain.store._io import publish_dir, safe_key, save_npy, to_numpy
 from saexplain.store.datasets import ContextStream, describe_dataset
@@ -183,9 +188,9 @@ def collect(
     root = Path(path)
     created = not (root / "manifest.json").exists()
     manifest = _open_or_create(root, settings, resume)
+    if save_decoder:
+        manifest = _save_decoders(root, coder_list, settings.coders, fsync, manifest)
     if not manifest.complete:
-        if save_decoder:
-            _save_decoders(root, coder_list, settings.coders, fsync)
         try:
             manifest = _run(backend, coder_list, stream, root, manifest, progress, fsync)
         except BaseException:
@@ -211,7 +216,7 @@ def _open_or_create(root: Path, settings: CollectionSettings, resume: bool) -> M
             old, new = manifest.settings.model_dump(), settings.model_dump()
             diff = {k: (old[k], new[k]) for k in old if old[k] != new[k]}
             raise ConfigError(f"cannot resume {root}: settings differ (recorded, given): {diff}")
-        return manifest
+        return _drop_missing(root, manifest)
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} exists, is not empty and holds no store")
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -220,14 +225,69 @@ def _open_or_create(root: Path, settings: CollectionSettings, resume: bool) -> M
     return manifest
 
 
+def _shard_files(settings: CollectionSettings) -> list[str]:
+    """The files every shard holds."""
+    kinds = ("offsets", "index", "values")
+    return ["tokens.npy", *(f"{c.key}.{k}.npy" for c in settings.coders for k in kinds)]
+
+
+def _drop_missing(root: Path, manifest: Manifest) -> Manifest:
+    """Uncommit the first shard with a missing file and every shard after it (so they are
+    collected again), and the statistics if one of their files is missing. Only file existence
+    is checked here: a reader verifies checksums, and its error says to delete a corrupt file."""
+    names = _shard_files(manifest.settings)
+    keep = len(manifest.shards)
+    for i, shard in enumerate(manifest.shards):
+        folder = root / "shards" / f"{shard.index:05d}"
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            what = f"lacks {missing[0]}" if folder.is_dir() else "is missing"
+            after = len(manifest.shards) - i - 1
+            again = f"it and the {after} shard(s) after it" if after else "it"
+            warnings.warn(
+                f"store shard {folder} {what}: collecting {again} again",
+                UserWarning,
+                stacklevel=4,  # the caller of collect
+            )
+            keep = i
+            break
+    stats = [f"stats/{c.key}.npz" for c in manifest.settings.coders]
+    dropped = keep < len(manifest.shards)
+    stats_lost = manifest.stats_complete and any(not (root / n).is_file() for n in stats)
+    if not dropped and not stats_lost:
+        return manifest
+    if dropped:
+        for name in stats:  # statistics that counted the shards now gone
+            (root / name).unlink(missing_ok=True)
+    repaired = manifest.model_copy(
+        update={
+            "shards": manifest.shards[:keep],
+            "complete": manifest.complete and not dropped,
+            "n_documents": None if dropped else manifest.n_documents,
+            "stats_complete": False,
+            "checksums": {n: v for n, v in manifest.checksums.items() if n not in stats},
+        }
+    )
+    repaired.save(root)
+    return repaired
+
+
 def _save_decoders(
-    root: Path, coders: Sequence[SparseCoder], infos: Sequence[CoderInfo], fsync: bool
-) -> None:
+    root: Path,
+    coders: Sequence[SparseCoder],
+    infos: Sequence[CoderInfo],
+    fsync: bool,
+    manifest: Manifest,
+) -> Manifest:
+    """Save each coder's W_dec unless the manifest records it and it exists; return the manifest
+    with the new files' checksums (saved here only if complete: otherwise with the next shard)."""
     from saexplain.store._io import atomic_save_npy
 
+    checksums = dict(manifest.checksums)
     for coder, info in zip(coders, infos, strict=True):
-        target = root / "coders" / info.key / "W_dec.npy"
-        if target.exists():
+        name = f"coders/{info.key}/W_dec.npy"
+        target = root / name
+        if target.exists() and name in checksums:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         w = to_numpy(coder.W_dec).astype(np.float32)
@@ -235,7 +295,13 @@ def _save_decoders(
             raise ConfigError(
                 f"coder {info.id}: W_dec shape {w.shape} != {(info.d_sae, info.d_in)}"
             )
-        atomic_save_npy(target, w, fsync=fsync)
+        checksums[name] = atomic_save_npy(target, w, fsync=fsync)
+    if checksums == manifest.checksums:
+        return manifest
+    manifest = manifest.model_copy(update={"checksums": checksums})
+    if manifest.complete:
+        manifest.save(root)
+    return manifest
 
 
 def _take(it: Iterator[npt.NDArray[np.int64]], n: int) -> list[npt.NDArray[np.int64]]:
@@ -426,6 +492,7 @@ def _collect_shard(
     buffers = {c.id: _ShardBuffer(int(c.d_sae)) for c in coders}
     mask = np.ones((min(settings.batch_size, len(tokens)), ctx), dtype=np.bool_)
     for lo in range(0, len(tokens), settings.batch_size):
+        check_interrupt()  # Ctrl-C stops between batches; the shards committed are kept
         ids = tokens[lo : lo + settings.batch_size]
         batch = TokenBatch(ids=ids, mask=mask[: len(ids)])
         acts = backend.latent_acts(batch, coders)
@@ -462,7 +529,9 @@ def _write_shard(
     tmp.mkdir(parents=True)
     try:
         token_dtype = np.int32 if tokens.max(initial=0) < 2**31 else np.int64
-        save_npy(tmp / "tokens.npy", tokens.astype(token_dtype), fsync=fsync)
+        checksums = {
+            "tokens.npy": save_npy(tmp / "tokens.npy", tokens.astype(token_dtype), fsync=fsync)
+        }
         nnz: dict[str, int] = {}
         dtypes: dict[str, str] = {}
         for info in settings.coders:
@@ -470,9 +539,14 @@ def _write_shard(
             dtype = settings.value_dtype
             if dtype == "float16" and len(value) and float(value.max()) > FLOAT16_MAX:
                 dtype = "float32"  # keep large activations exact rather than overflow to inf
-            save_npy(tmp / f"{info.key}.offsets.npy", offsets, fsync=fsync)
-            save_npy(tmp / f"{info.key}.index.npy", index, fsync=fsync)
-            save_npy(tmp / f"{info.key}.values.npy", value.astype(dtype), fsync=fsync)
+            columns: dict[str, npt.NDArray[Any]] = {
+                "offsets": offsets,
+                "index": index,
+                "values": value.astype(dtype),
+            }
+            for kind, column in columns.items():
+                file = f"{info.key}.{kind}.npy"
+                checksums[file] = save_npy(tmp / file, column, fsync=fsync)
             nnz[info.key] = len(value)
             dtypes[info.key] = dtype
         publish_dir(tmp, root / "shards" / name, fsync=fsync)
@@ -481,5 +555,10 @@ def _write_shard(
             shutil.rmtree(tmp)
         raise
     return ShardInfo(
-        index=number, start=start, n_contexts=len(tokens), nnz=nnz, value_dtypes=dtypes
+        index=number,
+        start=start,
+        n_contexts=len(tokens),
+        nnz=nnz,
+        value_dtypes=dtypes,
+        checksums=checksums,
     )

@@ -21,6 +21,7 @@ import litellm
 from litellm import exceptions as lx
 
 from saexplain.errors import (
+    ConfigError,
     ProviderAuthError,
     ProviderBadRequestError,
     ProviderError,
@@ -259,7 +260,10 @@ class LiteLLMProvider:
         self._prices: tuple[float, float] | None = None
 
     def check_ready(self) -> None:
-        """Raise before any work when the model's API key is missing from the environment."""
+        """Raise before any work when litellm cannot route the model string, or when its API
+        key is missing from the environment."""
+        if not self.direct_http:  # a direct POST to api_base needs no routing
+            self._check_routing()
         if self._api_key or self.mock_response is not None:
             return
         if self.api_key_env:
@@ -274,6 +278,21 @@ class LiteLLMProvider:
                 "(or api_key / api_key_env in the provider settings)",
                 model=self.model,
             )
+
+    def _check_routing(self) -> None:
+        """A model string litellm cannot route would fail every call of the run: fail now."""
+        try:
+            litellm.get_llm_provider(
+                model=self.model,
+                custom_llm_provider=self.params.get("custom_llm_provider"),
+                api_base=self.api_base,
+            )
+        except Exception as error:  # litellm's BadRequestError, with a long message
+            raise ConfigError(
+                f"litellm cannot route the model {self.model!r}: name its provider in the model "
+                f"string (e.g. 'openai/{self.model}' or 'hosted_vllm/{self.model}') or set "
+                f"params.custom_llm_provider (litellm: {_short(error, 120)})"
+            ) from None
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """US dollars for that many tokens, from litellm's price table; None if unknown."""
@@ -351,6 +370,7 @@ class LiteLLMProvider:
 
         loop = asyncio.get_running_loop()
         if self._session is None or self._session_loop is not loop or self._session.closed:
+            _drop(self._session)  # one from an earlier event loop (a second `run_sync`)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -359,9 +379,15 @@ class LiteLLMProvider:
         return self._session
 
     async def aclose(self) -> None:
-        """Close the direct-HTTP session (only used with `direct_http=True`)."""
-        if self._session is not None and not self._session.closed:
+        """Close the direct-HTTP session (only used with `direct_http=True`); the pipeline calls
+        this at the end of every run."""
+        if self._session is None or self._session.closed:
+            return
+        if self._session_loop is asyncio.get_running_loop():
             await self._session.close()
+        else:
+            _drop(self._session)
+        self._session = None
 
     async def _call_direct(self, request: ChatRequest, key: str | None) -> ChatResponse:
         """POST `{api_base}/chat/completions` ourselves: an OpenAI-compatible server (vLLM,
@@ -387,21 +413,46 @@ class LiteLLMProvider:
             mapped = ProviderTimeoutError(f"timed out after {self.timeout}s", model=self.model)
         except aiohttp.ClientError as error:
             mapped = ProviderServerError(f"connection failed: {_short(error)}", model=self.model)
+        except ValueError as error:  # a body cut short, or not JSON: a server fault, retried
+            mapped = ProviderServerError(f"malformed reply: {_short(error)}", model=self.model)
         if mapped is not None:
             raise mapped
         if self._prices is None:
             from saexplain_litellm.costs import price_per_token
 
             self._prices = price_per_token(self.model) or (0.0, 0.0)
+        try:
+            return self._direct_response(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            mapped = ProviderServerError(f"malformed reply: {_short(error)}", model=self.model)
+        raise mapped  # outside the handler: the validation error is not chained
+
+    def _direct_response(self, data: Any) -> ChatResponse:
+        """The reply as a `ChatResponse`; `ValueError`/`TypeError` when it is not one (no
+        `choices`, a JSON list, non-numeric usage, ...)."""
+        if not isinstance(data, Mapping) or not data.get("choices"):
+            raise ValueError(f"the reply has no choices: {str(data)[:200]!r}")
         usage = data.get("usage") or {}
+        prices = self._prices or (0.0, 0.0)
         cost = (
-            int(usage.get("prompt_tokens", 0) or 0) * self._prices[0]
-            + int(usage.get("completion_tokens", 0) or 0) * self._prices[1]
+            int(usage.get("prompt_tokens", 0) or 0) * prices[0]
+            + int(usage.get("completion_tokens", 0) or 0) * prices[1]
         )
         return to_chat_response(self.model, _Obj(data), cost)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+def _drop(session: Any) -> None:
+    """Close a session whose event loop is gone (or is another one) without awaiting it: it
+    is marked closed and its connections are dropped, so nothing reports it as unclosed."""
+    if session is None or session.closed:
+        return
+    connector = session.connector
+    session.detach()
+    if connector is not None:
+        connector._close()  # the synchronous part of `close()`; its loop cannot await it
 
 
 _NOT_IN_BODY = {"timeout", "num_retries", "max_retries", "drop_params", "api_base", "mock_response"}
