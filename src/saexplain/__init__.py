@@ -20,14 +20,21 @@ except PackageNotFoundError:  # running from a source tree without installation
 if TYPE_CHECKING:
     from saexplain import errors, models
     from saexplain._async import run_sync
-    from saexplain.api import aexplain, explain
+    from saexplain.api import aexplain, ascore, explain, score
     from saexplain.models import RunConfig
     from saexplain.pipeline import arun, run
-    from saexplain.plugins import PluginManager, get_plugin_manager, register_plugin
+    from saexplain.plugins import (
+        PluginManager,
+        get_plugin_manager,
+        register_plugin,
+        unregister_plugin,
+    )
 
 _LAZY = {
     "explain": ("saexplain.api", "explain"),
     "aexplain": ("saexplain.api", "aexplain"),
+    "score": ("saexplain.api", "score"),
+    "ascore": ("saexplain.api", "ascore"),
     "run": ("saexplain.pipeline", "run"),
     "arun": ("saexplain.pipeline", "arun"),
     "RunConfig": ("saexplain.models", "RunConfig"),
@@ -37,6 +44,7 @@ _LAZY = {
     "PluginManager": ("saexplain.plugins", "PluginManager"),
     "get_plugin_manager": ("saexplain.plugins", "get_plugin_manager"),
     "register_plugin": ("saexplain.plugins", "register_plugin"),
+    "unregister_plugin": ("saexplain.plugins", "unregister_plugin"),
 }
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "__version__",
     "aexplain",
     "arun",
+    "ascore",
     "errors",
     "explain",
     "get_plugin_manager",
@@ -53,6 +62,8 @@ __all__ = [
     "register_plugin",
     "run",
     "run_sync",
+    "score",
+    "unregister_plugin",
 ]
 
 

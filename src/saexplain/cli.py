@@ -101,7 +101,13 @@ def _check_error_rate(results: Any) -> int:
     # (method, what it makes) -> [errors, results]
     counts: dict[tuple[str, str], list[int]] = {}
     made = [((e.explainer, "explanations"), e.status) for e in results.explanations]
-    made += [((f"{s.explainer}/{s.scorer}", "scores"), s.status) for s in results.scores]
+    # a score of an explanation that failed is that explanation's outcome, not a scorer error
+    explained = {(e.latent, e.explainer) for e in results.explanations if e.status is Status.OK}
+    made += [
+        ((f"{s.explainer}/{s.scorer}", "scores"), s.status)
+        for s in results.scores
+        if (s.latent, s.explainer) in explained
+    ]
     for key, status in made:
         count = counts.setdefault(key, [0, 0])
         count[0] += status is Status.ERROR
@@ -141,6 +147,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     stop = None if code else spend_cap_stop(results.manifest.get("provider_calls"))
     if stop:
         return _fail(stop)  # work left undone by the cap: a non-zero exit
+    return code or _check_error_rate(results)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from saexplain.api import read_explanations, score_config
+    from saexplain.config import load_config
+    from saexplain.pipeline import run
+    from saexplain.providers import spend_cap_stop
+
+    def work() -> Any:
+        explanations = read_explanations(args.file)
+        config = score_config(load_config(args.config, args.overrides), explanations)
+        return run(config, progress=not args.quiet)
+
+    results = _guarded(work)
+    code = _print_run(results, report=False)
+    stop = None if code else spend_cap_stop(results.manifest.get("provider_calls"))
+    if stop:
+        return _fail(stop)
     return code or _check_error_rate(results)
 
 
@@ -227,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.set_defaults(handler=_cmd_run)
 
+    score = commands.add_parser(
+        "score",
+        help="score explanations you already have (a JSONL file) with a config's scorers",
+        description="Score the explanations in FILE (one JSON object a line: `latent`, its "
+        "index, and `explanation`) with the config's scorers, on the records a run of the "
+        "config uses (the same run directory: its store and records are reused). They show "
+        "as the explainer `given`.",
+    )
+    score.add_argument("config", help="a run config file (.yaml, .toml or .json)")
+    score.add_argument("file", help='explanations, JSONL: {"latent": 3, "explanation": ...}')
+    score.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override config values, dotted keys for nested ones (scorers=[detection])",
+    )
+    score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    score.set_defaults(handler=_cmd_score)
+
     est = commands.add_parser(
         "estimate",
         help="estimate tokens and cost of a run without calling an LLM",
@@ -276,6 +320,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from saexplain.errors import SaexplainError
+
     try:
         args = parse_args(argv)
         if args.command is None:
@@ -286,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside a run (which handles its own): no traceback
         print("saexplain: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except SaexplainError as e:  # e.g. a plugin that fails under SAEXPLAIN_STRICT_PLUGINS=1
+        return _fail(str(e))
 
 
 if __name__ == "__main__":

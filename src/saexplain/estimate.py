@@ -83,7 +83,7 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
     )
     from saexplain.rundir import RunDir
 
-    p = prepare(config)
+    p = prepare(config, check_ready=False)  # no LLM is called, so no API key is needed
     real = dict(p.providers)
     counting = {role: CountingProvider(prov) for role, prov in real.items()}
     store = collect_store(p, progress=progress)

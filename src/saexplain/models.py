@@ -122,6 +122,9 @@ class LatentRecord(Frozen):
     scoring_examples: tuple[Example, ...] = ()
     non_activating: tuple[Example, ...] = ()
     sampling: Settings = Field(default_factory=dict)  # sampler names, counts, seeds, windows
+    # examples missing per split ("explanation", "scoring", "negatives") when the store held
+    # fewer than the samplers asked for; empty when complete (and in records written before it)
+    shortfall: dict[str, NonNegativeInt] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _held_out(self) -> Self:
@@ -377,6 +380,10 @@ class RunConfig(Frozen):
     name: str | None = None  # run directory name inside output_dir; None: derived from the config
     store_dir: str | None = None  # reuse an activation store elsewhere; None: <run dir>/store
     log_prompts: bool = False  # write every prompt and response to <run dir>/logs/
+    # Content fingerprints of what was passed as objects, by role ("model", "coder", "dataset";
+    # `saexplain.fingerprint`). `prepare` fills them in: part of the run's identity, so changed
+    # weights or data never reuse a run's data. Not a setting: `prepare` replaces what is here.
+    fingerprints: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("explainers", "scorers", mode="before")
     @classmethod

@@ -165,19 +165,42 @@ class PluginManager:
     def register_plugin(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin object at run time (a notebook, a test); returns its name.
 
-        Unlike installed plugins, errors raise here: the caller is right there to fix them.
+        Safe to run again, as a notebook cell is: the same object again does nothing (also
+        when it is an installed plugin already loaded); another object under the name of an
+        earlier `register_plugin` replaces it (the edited cell), keeping the old one if the new
+        one fails. The name defaults to a module's or class's `__name__`, else the object's
+        class, so a rerun cell's new instance replaces the old one too. Unlike installed
+        plugins, errors raise here: the caller is right there to fix them.
         """
         self.load()
-        name = name or getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{id(plugin)}"
+        name = name or getattr(plugin, "__name__", None) or _class_name(plugin)
         with self._lock:
-            if self._pm.has_plugin(name) or name in self._info:
-                raise DuplicateComponentError(f"a plugin named {name!r} is already registered")
+            existing = self._pm.get_name(plugin)
+            if existing is not None:  # this very object is registered: nothing to do
+                return existing
+            previous = self._info.get(name)
+            if previous is not None and previous.source != "notebook":
+                what = "built into saexplain" if previous.source == "builtin" else "installed"
+                raise DuplicateComponentError(
+                    f"a plugin named {name!r} is {what} ({previous.state}): register yours "
+                    "under another name"
+                )
+            old = self._pm.get_plugin(name) if previous is not None else None
+            if old is not None:
+                self.unregister_plugin(name)
             info = PluginInfo(name=name, source="notebook", state="loaded")
-            self._add(plugin, info, provenance=Provenance(plugin=name), lenient=False)
+            try:
+                self._add(plugin, info, provenance=Provenance(plugin=name), lenient=False)
+            except BaseException:
+                if old is not None:  # the replaced plugin comes back
+                    self.register_plugin(old, name=name)
+                raise
             self._info[name] = info
         return name
 
     def unregister_plugin(self, name: str) -> None:
+        """Remove a plugin and its components (a component it overrode comes back); a
+        `KeyError` when no plugin has that name."""
         with self._lock:
             plugin = self._pm.get_plugin(name)
             if plugin is None:
@@ -260,13 +283,16 @@ class PluginManager:
         for registry in self._registries.values():
             registry.remove_plugin(info.name)
         origin = f"{info.distribution} {info.version}" if info.distribution else info.source
+        failed = f"saexplain plugin {info.name!r} from {origin} failed to load"
+        if self.strict:  # nothing is skipped: say what stopped, and how to go on without it
+            raise PluginLoadError(
+                f"{failed}: {info.error}. {info.hint} ({ENV_STRICT}=1 stopped here; set "
+                f"{ENV_DENY}={info.name} to run without it.)"
+            ) from exc
         message = (
-            f"saexplain plugin {info.name!r} from {origin} failed to load and was skipped: "
-            f"{info.error}. {info.hint} (Set {ENV_DENY}={info.name} to skip it quietly, "
-            f"or {ENV_STRICT}=1 to make this an error.)"
+            f"{failed} and was skipped: {info.error}. {info.hint} (Set {ENV_DENY}={info.name} "
+            f"to skip it quietly, or {ENV_STRICT}=1 to make this an error.)"
         )
-        if self.strict:
-            raise PluginLoadError(message) from exc
         warnings.warn(message, PluginLoadWarning, stacklevel=4)
 
     def _add(
@@ -353,11 +379,21 @@ class PluginManager:
             try:
                 entry = self._registries[kind].register(provenance=provenance, **reg)
             except DuplicateComponentError as exc:
-                # Between installed plugins, neither wins: the name becomes ambiguous.
-                self._registries[kind].mark_ambiguous(reg["name"], provenance)
+                holder = self._registries[kind].get(reg["name"]).provenance.plugin
+                if holder in self._builtins:
+                    # A built-in method's name is taken only with override=True: refused, the
+                    # built-in keeps working.
+                    message = (
+                        f"{kind} {reg['name']!r} of {provenance} was refused: it is a built-in "
+                        f"{kind} of saexplain; pass override=True to replace it on purpose, or "
+                        "register it under another name"
+                    )
+                else:  # between installed plugins, neither wins: the name becomes ambiguous
+                    self._registries[kind].mark_ambiguous(reg["name"], provenance)
+                    message = str(exc)
                 if self.strict:
-                    raise PluginLoadError(str(exc)) from exc
-                warnings.warn(str(exc), PluginLoadWarning, stacklevel=5)
+                    raise PluginLoadError(message) from exc
+                warnings.warn(message, PluginLoadWarning, stacklevel=5)
                 continue
             name = entry.name
             info.components.setdefault(kind, []).append(name)
@@ -368,6 +404,12 @@ class PluginManager:
                 replaced = self._info.get(entry.replaced.plugin)
                 if replaced is not None:
                     replaced.overridden_by.setdefault(kind, {})[name] = str(provenance)
+
+
+def _class_name(plugin: object) -> str:
+    """A default name for a plugin instance: its class, so a new instance replaces the old."""
+    cls = type(plugin)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _install_hint(info: PluginInfo, exc: BaseException) -> str:
@@ -401,5 +443,11 @@ def set_plugin_manager(manager: PluginManager | None) -> PluginManager | None:
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
-    """Register a plugin object with the process-wide manager (works in a notebook)."""
+    """Register a plugin object with the process-wide manager (works in a notebook, and again
+    when the cell runs again: see `PluginManager.register_plugin`); returns its name."""
     return get_plugin_manager().register_plugin(plugin, name=name)
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered with `register_plugin` (or any plugin) by its name."""
+    get_plugin_manager().unregister_plugin(name)

@@ -199,6 +199,19 @@ class Transcoder(Protocol):
     hook_out: str
 
 
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """Capability of a backend or coder that can fingerprint its weights.
+
+    `fingerprint()` returns a short digest of the weights' content (`saexplain.fingerprint`:
+    names, shapes, dtypes and a strided sample of every array). A run records it in its
+    identity, so a model or SAE whose weights changed in place, or another SAE under the same
+    name, never reuses the data computed from the old weights.
+    """
+
+    def fingerprint(self) -> str: ...
+
+
 def write_hook(coder: SparseCoder) -> str:
     """Where `coder`'s decoder writes: `hook_out` for a transcoder, else `hook`."""
     return coder.hook_out if isinstance(coder, Transcoder) else coder.hook

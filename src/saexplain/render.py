@@ -8,7 +8,10 @@ Tokens are marked when their activation is at least `threshold` times the exampl
 (`relative_to="example"`) or the latent's max (`relative_to="latent"`, needs `latent_max`).
 Adjacent marked tokens form one span; whitespace stays outside the markers. Tokenizer byte
 artefacts (`Ġ` space, `Ċ` newline, `ĉ` tab, `▁` SentencePiece space, `<0x0A>` byte tokens) are
-turned back into the characters they stand for.
+turned back into the characters they stand for, and special tokens in the chat-template form
+(`<|endoftext|>` between documents, `<|im_start|>`, `<|eot_id|>`) are shown as a neutral
+`[endoftext]`: a prompt never holds a template marker, which a local model's chat template could
+read as a real turn boundary and which suggests the example is a conversation.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from saexplain.models import Example
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 _GLYPHS = str.maketrans({"Ġ": " ", "Ċ": "\n", "ĉ": "\t", "▁": " ", "č": "\r"})
+_TEMPLATE_MARKER = re.compile(r"<\|([A-Za-z_][\w.-]*)\|>")
 
 
 def clean_token(token: str) -> str:
-    """A tokenizer's display string turned back into the text it stands for."""
+    """A tokenizer's display string turned back into the text it stands for; a special token
+    such as `<|endoftext|>` becomes the neutral marker `[endoftext]`."""
 
     def byte(m: re.Match[str]) -> str:
         value = int(m.group(1), 16)
         return chr(value) if value < 128 else m.group(0)
 
-    return _BYTE_TOKEN.sub(byte, token.translate(_GLYPHS))
+    text = _BYTE_TOKEN.sub(byte, token.translate(_GLYPHS))
+    return _TEMPLATE_MARKER.sub(r"[\1]", text)
 
 
 def clean_tokens(tokens: Sequence[str]) -> list[str]:

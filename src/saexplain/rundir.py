@@ -37,7 +37,9 @@ Final results (`is_final`) are skipped on resume: `ok` and `failed`, except a pa
 with errored items, `Score.partial`), which is retried like an `error`.
 
 Identity: two configs are the same run when the settings in `DATA_FIELDS` (what the store and
-the records hold) agree; `config_digest` hashes them and `RunDir.check_same_run` refuses a run
+the records hold) agree, the fingerprints of the weights and data passed as objects included
+(`RunConfig.fingerprints`, `saexplain.fingerprint`); `config_digest` hashes them (so an unnamed
+run of other weights gets another directory) and `RunDir.check_same_run` refuses a run
 directory that holds another run's data (while it holds none, the identity may change).
 
 One run at a time: `RunDir.lock` holds an exclusive lock on `run.lock` for the run (released by
@@ -115,6 +117,7 @@ DATA_FIELDS = (
     "prepend_bos",
     "seed",
     "records",
+    "fingerprints",  # of the weights and data passed as objects (`saexplain.fingerprint`)
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -357,6 +360,21 @@ class JsonlLog:
         return read_jsonl(self.path, model)
 
 
+def _other_weights(path: Path, old: object, new: Mapping[str, Any]) -> str:
+    """Why a run directory made from other weights (or data) cannot be resumed, and what to do."""
+    now: Mapping[str, Any] = new.get("fingerprints") or {}
+    if not isinstance(old, Mapping):
+        what = "records no fingerprints of its weights (an older saexplain made it)"
+    else:
+        roles = sorted(r for r in {*old, *now} if old.get(r) != now.get(r))
+        what = f"was computed from another {' and '.join(roles)} (other weights or data)"
+    return (
+        f"run directory {path} {what}: its data cannot be reused for the {new.get('model')} / "
+        f"{new.get('coder')} given now (weights edited in place, or another object under the "
+        "same name); choose another `name` (or omit it) for a new run, or delete the directory"
+    )
+
+
 class RunDir:
     """Paths and append-only logs of one run directory."""
 
@@ -425,6 +443,8 @@ class RunDir:
             return
         new = redact_secrets(config.model_dump(mode="json"))
         changed = [k for k in DATA_FIELDS if old.get(k) != new.get(k)]
+        if changed == ["fingerprints"]:
+            raise ConfigError(_other_weights(self.path, old.get("fingerprints"), new))
         if changed:
             raise ConfigError(
                 f"run directory {self.path} holds a run with different {changed}; "

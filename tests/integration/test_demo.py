@@ -63,7 +63,10 @@ def test_quick_demo_writes_a_complete_run(tmp_path, monkeypatch, capsys):
     assert set(by_method) == {"maxact", "vocabproj", "selfexplain"}
     assert all(len(v) == 3 for v in by_method.values())
     ok = [e for e in explanations if e["status"] == "ok"]
-    assert len(ok) >= 5 and all(e["text"].strip() for e in ok)
+    # SmolLM2-135M writes maxact sentences; its vocabproj answers and selfexplain's sweeps on
+    # three latents are often not explanations, and those are `failed` with a reason, never ok
+    assert len(ok) >= 3 and all(e["text"].strip() for e in ok)
+    assert all(e["error"] for e in explanations if e["status"] != "ok")
     scores = [json.loads(x) for x in (run / "scores.jsonl").read_text().splitlines()]
     assert {s["scorer"] for s in scores} == {"detection", "embedding"}
     assert any(s["value"] is not None for s in scores)

@@ -191,3 +191,31 @@ def test_scores_without_predictions_are_counted(tmp_path):
     assert export_delphi(results, tmp_path) == []
     gaps = json.loads((tmp_path / "saexplain_export.json").read_text())["gaps"]["e"]
     assert gaps["scores_without_predictions"] == {"s": 1}
+
+
+def test_neuronpedia_names_the_model_that_wrote_each_explanation(tmp_path):
+    """Each row names the LLM of its own explanation (results carry `llm`), not the config's
+    default model; an LLM-free explainer is named by its method, selfexplain by the subject
+    model that explained itself."""
+    ref = LatentRef(coder_id="c", hook="h", index=0)
+
+    def exp(explainer: str, llm: str | None) -> Explanation:
+        return Explanation(latent=ref, explainer=explainer, text="t", llm=llm, method_id="id")
+
+    results = RunResults(
+        explanations=[
+            exp("maxact", "litellm:gpt-4o-mini"),
+            exp("vocabproj", "scripted:scripted-1"),
+            exp("selfexplain", None),
+            exp("mine", None),
+        ],
+        config={"explainer_model": {"provider": "litellm", "model": "local/smollm2"}},
+        manifest={"model": "HuggingFaceTB/SmolLM2-135M"},
+    )
+    rows = read_batches(export_neuronpedia(results, tmp_path, model_id="m", source="s"))
+    assert {r["typeName"]: r["explanationModelName"] for r in rows} == {
+        "saexplain_maxact": "gpt-4o-mini",
+        "saexplain_vocabproj": "scripted-1",
+        "saexplain_selfexplain": "HuggingFaceTB/SmolLM2-135M",
+        "saexplain_mine": "mine",
+    }

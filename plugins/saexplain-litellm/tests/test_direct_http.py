@@ -23,12 +23,13 @@ def req(text: str = "hi", **kw) -> ChatRequest:
 
 @pytest.fixture
 async def server():
-    state = {"calls": 0, "bodies": [], "script": []}
+    state = {"calls": 0, "bodies": [], "headers": [], "script": []}
 
     async def completions(request: web.Request) -> web.Response:
         state["calls"] += 1
         body = await request.json()
         state["bodies"].append(body)
+        state["headers"].append(dict(request.headers))
         if state["script"]:
             fault = state["script"].pop(0)
             if fault in MALFORMED:
@@ -86,6 +87,15 @@ async def test_direct_http_answers_with_logprobs_and_retries(server):
     assert response.choices[0].logprobs[0].top == (("ok", -0.2), ("no", -1.8))
     assert server["calls"] == 3 and provider.retry_stats.retries == 2
     assert server["bodies"][-1]["model"] == "my-model" and server["bodies"][-1]["top_logprobs"] == 2
+
+
+async def test_direct_http_sends_extra_headers_as_headers_not_in_the_body(server):
+    provider = make(server, api_key=SECRET, params={"extra_headers": {"X-Tenant": "lab-7"}})
+    await provider.complete(req())
+    await provider.aclose()
+    assert server["headers"][-1]["X-Tenant"] == "lab-7"
+    assert server["headers"][-1]["Authorization"] == f"Bearer {SECRET}"
+    assert "extra_headers" not in server["bodies"][-1]
 
 
 async def test_direct_http_auth_and_bad_request_fail_fast_without_secrets(server, monkeypatch):

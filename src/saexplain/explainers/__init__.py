@@ -14,6 +14,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "saexplain.explainers.tokenchange",
     "saexplain.explainers.ensemble",
     "saexplain.explainers.selfexplain",
+    "saexplain.explainers.given",
 )
 
 

@@ -28,9 +28,11 @@ What to use for what:
   `PromptTemplate`, `check_prompt`, `table`.
 - Asking an LLM from a scorer: `call` (provider failures become an `Outcome` with an error),
   `total_usage`; binary classification scorers subclass `BinaryScorer` (implement
-  `render_items`).
-- Reading answers: `parse_explanation`, `parse_binary`, `token_at_offsets`, `p_one`,
-  `expected_value`, `value_mass`; they raise `ParseError`.
+  `render_items`). An answer a method cannot use (it does not parse) goes to
+  `discard_cached(response)`, so a rerun asks again instead of replaying it.
+- Reading answers: `parse_explanation`, `bound_explanation` (the style's length bound,
+  `STYLE_MAX_WORDS`), `parse_binary`, `token_at_offsets`, `p_one`, `expected_value`,
+  `value_mass`; they raise `ParseError`.
 - Reading the subject model: `require_model`, `to_numpy`, `logit_lens`, `top_tokens`
   (`TokenScore`); edits `Clamp`, `Add`, `Replace` on a `TokenBatch`.
 - Metrics: `classification_metrics`, `auroc`, `pearson`, `saebench_accuracy`.
@@ -72,7 +74,9 @@ from saexplain.methods.llm import (
 )
 from saexplain.methods.model import TokenScore, logit_lens, require_model, to_numpy, top_tokens
 from saexplain.methods.parsing import (
+    STYLE_MAX_WORDS,
     Parsed,
+    bound_explanation,
     expected_value,
     p_one,
     parse_binary,
@@ -125,6 +129,7 @@ from saexplain.protocols import (
     TokenBatch,
     needs_of,
 )
+from saexplain.providers.cache import discard_cached
 from saexplain.render import (
     clean_token,
     clean_tokens,
@@ -137,6 +142,7 @@ from saexplain.render import (
 
 __all__ = [
     "FIRST_TOKENS",
+    "STYLE_MAX_WORDS",
     "Add",
     "Backend",
     "BackendError",
@@ -185,12 +191,14 @@ __all__ = [
     "ask",
     "auroc",
     "bos_id",
+    "bound_explanation",
     "call",
     "check_prompt",
     "classification_metrics",
     "clean_token",
     "clean_tokens",
     "derive_seed",
+    "discard_cached",
     "display_tokens",
     "draw_items",
     "error_score",

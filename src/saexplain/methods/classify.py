@@ -204,6 +204,7 @@ class BinaryScorer:
             # the first position with mass on 0 or 1 (an answer may open with "[")
             p = next((q for t in choice.logprobs or () if (q := p_one(t)) is not None), None)
             if p is None:
+                discard_cached(outcome.response)  # an answer not used is not replayed by a rerun
                 return errors("no 0/1 among the first answer tokens' alternatives")
             (it,) = items
             return [

@@ -4,10 +4,13 @@ An LLM explainer subclasses `LLMExplainer`: its `gather` returns the `Evidence` 
 plus a JSON record of what was shown), and the base turns it into one chat request (system text,
 few-shot turns rendered by the same code as live evidence, the final user turn) and one
 `Explanation`. Provider failures and unparseable answers become a typed status (`ask`), never an
-exception escaping `explain`; so does an answer longer than the explainer's `max_chars` (a
-`failed` explanation: it would be sent whole in every scoring prompt). A scorer calls the
-provider through `call`, which turns provider failures into an `Outcome` carrying the error, so
-the items it covers become error predictions.
+exception escaping `explain`; so do an answer cut off by the completion budget
+(`finish_reason == "length"`) before its explanation ended, a run-on answer beyond the style's
+bound (`bound_explanation`: a marked one is cut at its first sentence) and an answer longer than
+the explainer's `max_chars` (each a `failed` explanation with the reason: it would be sent whole
+in every scoring prompt).
+A scorer calls the provider through `call`, which turns provider failures into an `Outcome`
+carrying the error, so the items it covers become error predictions.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, JsonValue, model_validator
 
 from saexplain.errors import ConfigError, ParseError, ProviderError, SaexplainError
-from saexplain.methods.parsing import parse_explanation
+from saexplain.methods.parsing import bound_explanation, parse_explanation
 from saexplain.methods.settings import MethodSettings
 from saexplain.methods.text import truncate
 from saexplain.models import (
@@ -317,13 +320,19 @@ async def ask(
         return done(Status.ERROR, "", f"{type(e).__name__}: {e}", usage, None)
     usage = usage + response.usage
     answer = response.text
+    # stopped by the completion budget: kept only if its explanation ended before the cut
+    cut_off = response.choices[0].finish_reason == "length"
     try:
         parsed = parse_explanation(
             answer, marker=explainer.marker, require_marker=explainer.settings.cot
         )
+        parsed = bound_explanation(parsed, explainer.settings.style, cut_off=cut_off)
     except ParseError as e:
         discard_cached(response)  # an answer not used is not replayed by a rerun
-        return done(Status.FAILED, "", f"ParseError: {e}", usage, answer)
+        reason = f"ParseError: {e}"
+        if cut_off:  # "The example is an": say which budget cut it
+            reason += f" (finish_reason=length at max_tokens={request.max_tokens}: raise it)"
+        return done(Status.FAILED, "", reason, usage, answer)
     limit = explainer.settings.max_chars
     if len(parsed.text) > limit:  # a runaway answer, sent whole in every scoring prompt if kept
         reason = f"the explanation has {len(parsed.text)} characters, over max_chars={limit}"

@@ -1,6 +1,10 @@
 """Reading LLM answers: the explanation line, lists of 0/1 answers, and probabilities from token
 logprobs. Every parser raises `ParseError` when the answer holds nothing usable; callers turn
 that into a typed status or an error prediction, never a guessed answer.
+
+`bound_explanation` holds an explanation to its style's length (`STYLE_MAX_WORDS`): a run-on
+answer is cut at its first sentence when the answer marked its explanation, and refused
+otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from saexplain.methods.text import truncate
 from saexplain.models import TokenLogprob
 
 __all__ = [
+    "STYLE_MAX_WORDS",
     "Parsed",
+    "bound_explanation",
     "expected_value",
     "p_one",
     "parse_binary",
@@ -86,6 +92,73 @@ def parse_explanation(answer: str, *, marker: str = "Explanation", require_marke
     if not text:
         raise ParseError(f"no explanation in the answer: {truncate(answer, 200)!r}")
     return Parsed(text, "single-line" if len(lines) == 1 else "last-line")
+
+
+# --- the style's length bound --------------------------------------------------------------------
+
+# The most words an explanation of each style may have. The prompts ask for 1-6 words (label) and
+# one sentence of at most 25-30 words (sentence); twice that is a run-on, not the answer asked for.
+STYLE_MAX_WORDS = {"label": 12, "sentence": 60}
+
+# "e.g.", "U.S.", "Mr." and the like end with a period but do not end a sentence.
+_ABBREVIATION = re.compile(
+    r"(?:[A-Za-z]\.)*[A-Za-z]|etc|vs|cf|al|approx|incl|mr|mrs|ms|dr|st|no|fig", re.IGNORECASE
+)
+# a sentence's end: punctuation, space, then a capital (perhaps quoted), a bullet or a number
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)]*\s+(?=[\"'\u201c\u2018(]?[A-Z]|[-*•\d])")
+
+
+def _first_sentence_end(text: str) -> int | None:
+    """Where the first sentence ends (after its punctuation) when another one follows; None
+    when the text is one sentence."""
+    for m in _SENTENCE_END.finditer(text):
+        before = text[: m.start()].split()
+        word = before[-1].lstrip("(\"'").lower() if before else ""
+        if text[m.start()] == "." and _ABBREVIATION.fullmatch(word):
+            continue
+        end = m.start() + len(m.group(0).rstrip())
+        if not any(c.isalpha() for c in text[:end]):  # "1." numbering a list is no sentence
+            continue
+        return end
+    return None
+
+
+def bound_explanation(parsed: Parsed, style: str, *, cut_off: bool = False) -> Parsed:
+    """The explanation held to its style's bound: one sentence of at most
+    `STYLE_MAX_WORDS[style]` words. An answer that marked its explanation (the marker line) and
+    ran on is cut at its first sentence, when that sentence fits; an unmarked answer of several
+    sentences, or one too long, raises ParseError saying so (the answer is not the one asked
+    for, and guessing where it starts could keep a preamble).
+
+    `cut_off`: the answer stopped at the completion budget. Its explanation is kept only when it
+    is marked and its first sentence ended before the cut (the rest ran on); otherwise, as with
+    "The example is an", ParseError."""
+    limit = STYLE_MAX_WORDS.get(style, STYLE_MAX_WORDS["sentence"])
+    text, how = parsed.text, parsed.how
+    if cut_off:
+        end = _first_sentence_end(text)
+        whole = text[:end] if end is not None else text
+        if not how.startswith("marker") or not whole.rstrip("\"'\u201d\u2019)").endswith(
+            (".", "!", "?")
+        ):
+            raise ParseError(
+                f"the answer was cut off before its explanation ended: {truncate(text, 200)!r}"
+            )
+    end = _first_sentence_end(text)
+    if end is not None:
+        if not how.startswith("marker"):
+            raise ParseError(
+                f"an unmarked answer of several sentences ({len(text.split())} words), not one "
+                f"{style}: {truncate(text, 200)!r}"
+            )
+        text, how = text[:end], f"{how}, first sentence"
+    n_words = len(text.split())
+    if n_words > limit:
+        raise ParseError(
+            f"the explanation has {n_words} words, over the {style} style's {limit}: "
+            f"{truncate(text, 200)!r}"
+        )
+    return Parsed(text, how)
 
 
 # --- parsing 0/1 answers --------------------------------------------------------------------------

@@ -5,7 +5,9 @@ explanation prompt and in a scoring prompt:
 
 - `first_shown` / `bos_id`: a leading BOS token is never shown (it is not text);
 - `neutralise`: dataset angle brackets cannot forge the `<<highlight>>` marks;
-- `display_tokens`: cleaned tokenizer glyphs, then neutralised, from the first shown token;
+- `display_tokens`: cleaned tokenizer glyphs (special tokens such as `<|endoftext|>` shown as a
+  neutral `[endoftext]`, see `saexplain.render.clean_token`), then neutralised, from the first
+  shown token;
 - `one_line`: dataset newlines cannot start a line of their own and forge the prompt's layout.
 """
 

@@ -15,9 +15,15 @@ pairs of the same method configuration. One process at a time runs a run directo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from saexplain.interrupts import stop_requested
 from saexplain.models import RunConfig
 from saexplain.pipeline.resolve import (
     Prepared,
@@ -48,6 +54,11 @@ from saexplain.secrets import redact_secrets
 if TYPE_CHECKING:
     from saexplain.report.results import RunResults
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = logging.getLogger("saexplain.pipeline")
+
 __all__ = [
     "Prepared",
     "arun",
@@ -72,24 +83,70 @@ __all__ = [
 ]
 
 
+async def _off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """`fn(*args, **kwargs)` in a worker thread, so the event loop stays free for the caller's
+    other tasks while the model computes (`await sx.aexplain(...)` in an async application).
+
+    A thread cannot be stopped. When the awaiting task is cancelled, this waits for `fn` to end
+    before passing the cancellation on, so the run directory is not unlocked (and perhaps run
+    by another process) while `fn` still writes to it; unless Ctrl-C asked the run to stop
+    (`saexplain.interrupts`): then the process is ending, and the thread is a daemon thread
+    (not one of asyncio's executor, which the interpreter waits for), so a second Ctrl-C still
+    stops at once."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()  # as asyncio.to_thread: the caller's context variables
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(cast(T, result))  # fn returned it
+
+    def work() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = context.run(fn, *args, **kwargs)
+        except BaseException as e:  # handed to the awaiting task, which raises it
+            error = e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=f"saexplain-{fn.__name__}", daemon=True).start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        while not done.done() and not stop_requested():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([done])
+        if done.done():
+            done.exception()  # looked at: asyncio warns about an exception nobody retrieved
+        raise
+
+
 async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
     """Run a prepared pipeline to the end (or resume it). The run directory is locked for the
-    whole run: a second process on it fails at once (`RunDirBusyError`)."""
+    whole run: a second process on it fails at once (`RunDirBusyError`). Model work and the
+    report run in a worker thread: the event loop stays free meanwhile."""
     with p.run_dir.lock():
         p.run_dir.check_same_run(p.config)  # again: another process may have run it meanwhile
         p.run_dir.write_json("config", redact_secrets(p.config.model_dump(mode="json")))
         # the methods' configuration ids name the results the report shows
         methods = method_ids(p).model_dump(mode="json")
         p.run_dir.write_json("manifest", {**manifest(p), "methods": methods})
-        store = collect_store(p, progress=progress)
-        records = build_run_records(p, store, progress=progress)
+        log.info("run %s: %s, coder %s", p.run_dir.path, p.backend.model_id, p.coder.id)
+        store = await _off_loop(collect_store, p, progress=progress)
+        records = await _off_loop(build_run_records, p, store, progress=progress)
         try:
             await explain_and_score(p, records, store, progress=progress)
         finally:
             await close_providers(p.providers)  # saves spend.json, closes HTTP sessions
         record_provider_calls(p.run_dir, p.providers)  # spend, retries, errors: manifest
         write_flags(p.run_dir)
-        return finish_report(p.run_dir)
+        return await _off_loop(finish_report, p.run_dir)
 
 
 async def arun(
@@ -104,7 +161,9 @@ async def arun(
     backend_settings: Mapping[str, Any] | None = None,
 ) -> RunResults:
     """Prepare (all checks first) and run. Rerun the same config to resume."""
-    p = prepare(
+    # loading and checking the model and coder is model work too: off the event loop
+    p = await _off_loop(
+        prepare,
         config,
         model=model,
         coder=coder,

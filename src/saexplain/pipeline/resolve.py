@@ -20,19 +20,23 @@ from typing import TYPE_CHECKING, Any
 from saexplain.concurrency import model_lock
 from saexplain.errors import ConfigError, LatentIndexError
 from saexplain.files import writing
+from saexplain.fingerprint import fingerprint_arrays
 from saexplain.models import LatentSelection, RunConfig
 from saexplain.plugins import PluginManager, get_plugin_manager
 from saexplain.protocols import (
     Backend,
     Explainer,
+    Fingerprinted,
     Provider,
     Scorer,
     SparseCoder,
     TokenBatch,
 )
 from saexplain.providers.build import build_providers
-from saexplain.registry import instantiate
+from saexplain.providers.wrap import run_ledger
+from saexplain.registry import Registry, instantiate
 from saexplain.rundir import DATA_FIELDS, SPEND_FILE, RunDir, config_digest
+from saexplain.store.datasets import describe_dataset
 
 if TYPE_CHECKING:
     from saexplain.sampling import RecordConfig
@@ -46,6 +50,7 @@ __all__ = [
     "check_coder_fits",
     "check_latents",
     "config_digest",
+    "fingerprints",
     "manifest",
     "parse_coder_spec",
     "prepare",
@@ -91,6 +96,28 @@ def build_methods(
 
 # --- backend and coder ----------------------------------------------------------------------------
 
+# The backends and coder sources of saexplain's own plugins: one of these unknown means its plugin
+# is not installed, and the error says which to install.
+_PROVIDED_BY = {
+    ("backend", "transformerlens"): "saexplain-transformerlens",
+    ("backend", "transformerlens-bridge"): "saexplain-transformerlens",
+    ("backend", "nnsight"): "saexplain-nnsight",
+    ("coder", "saelens"): "saexplain-saelens",
+    ("coder", "neurons"): "saexplain-torch",
+}
+
+
+def _instantiate(
+    kind: str, registry: Registry, name: str, settings: Mapping[str, Any], *args: Any
+) -> Any:
+    """`instantiate`, with the install command when `name` comes with a plugin not installed."""
+    if name not in registry and (kind, name) in _PROVIDED_BY:
+        raise ConfigError(
+            f"the {kind} {name!r} comes with a plugin that is not installed: "
+            f"pip install {_PROVIDED_BY[kind, name]} (known {kind}s: {registry.names() or 'none'})"
+        )
+    return instantiate(kind, registry, name, settings, *args)
+
 
 def build_backend(
     model: object, config: RunConfig, manager: PluginManager, **settings: Any
@@ -106,7 +133,7 @@ def build_backend(
             f"no backend for model {model!r}: set `backend` to one of {known} "
             "(install saexplain-transformerlens or saexplain-nnsight)"
         )
-    backend: Backend = instantiate(
+    backend: Backend = _instantiate(
         "backend", manager.backends, name, {**config.backend_settings, **settings}, model
     )
     return backend
@@ -158,9 +185,9 @@ def build_coder(
         source, spec = parse_coder_spec(coder)
         if source is None:
             source = _coder_source(spec, manager)
-        loaded: SparseCoder = instantiate("coder", manager.coders, source, settings, spec)
+        loaded: SparseCoder = _instantiate("coder", manager.coders, source, settings, spec)
         return loaded
-    wrapped: SparseCoder = instantiate(
+    wrapped: SparseCoder = _instantiate(
         "coder", manager.coders, _coder_source(coder, manager), settings, coder
     )
     return wrapped
@@ -208,6 +235,24 @@ def resolve_dataset(dataset: object, manager: PluginManager) -> object:
     return dataset
 
 
+def fingerprints(
+    backend: Backend, coder: SparseCoder, dataset: object, config: RunConfig
+) -> dict[str, str]:
+    """Content fingerprints for the run's identity (`RunConfig.fingerprints`): of the model's
+    and the coder's weights (`Fingerprinted`; a coder without it by its decoder), and of a
+    dataset passed in memory (named datasets are identified by their name)."""
+    out: dict[str, str] = {}
+    if isinstance(backend, Fingerprinted):
+        out["model"] = backend.fingerprint()
+    if isinstance(coder, Fingerprinted):
+        out["coder"] = coder.fingerprint()
+    else:
+        out["coder"] = fingerprint_arrays({"W_dec": coder.W_dec})
+    if not isinstance(dataset, str | os.PathLike):
+        out["dataset"] = describe_dataset(dataset, text_field=config.text_field, split=config.split)
+    return out
+
+
 def run_path(config: RunConfig) -> Path:
     """The run directory: `output_dir/name`, or a slug of model and coder plus the data digest."""
     if config.name:
@@ -253,11 +298,14 @@ def prepare(
     providers: Mapping[str, Provider] | None = None,
     manager: PluginManager | None = None,
     backend_settings: Mapping[str, Any] | None = None,
+    check_ready: bool = True,
 ) -> Prepared:
     """Resolve and check everything; raises a clear error before any heavy work.
 
     Only what the chosen methods declare they need is built (`saexplain.protocols.Needs`): a run
     whose methods need no LLM builds no provider, so it needs no provider plugin.
+    `check_ready=False` skips the providers' readiness checks (API keys): for work that calls
+    no LLM, like `saexplain estimate`.
     """
     from saexplain.sampling import RecordConfig
 
@@ -267,10 +315,14 @@ def prepare(
         record_config = RecordConfig.model_validate({"seed": config.seed, **config.records})
     except ValueError as e:
         raise ConfigError(f"bad `records` settings: {e}") from e
-    # the run's spend so far counts toward its cap: reruns cannot spend it again
-    spend_file = run_path(config) / SPEND_FILE
+    # the providers first: a missing key fails in seconds, before any model is loaded
     provider_map = build_providers(
-        config, manager, explainers, scorers, providers, spend_file=spend_file
+        config,
+        manager,
+        explainers,
+        scorers,
+        providers,
+        check_ready=check_ready,
     )
     backend = build_backend(
         config.model if model is None else model, config, manager, **(backend_settings or {})
@@ -278,6 +330,15 @@ def prepare(
     sparse_coder = build_coder(config.coder if coder is None else coder, config, manager, backend)
     check_latents(config.latents, sparse_coder)
     check_coder_fits(backend, sparse_coder)
+    given_data = config.dataset if dataset is None else dataset
+    config = config.model_copy(
+        update={"fingerprints": fingerprints(backend, sparse_coder, given_data, config)}
+    )
+    ledger = run_ledger(provider_map)
+    if ledger is not None:
+        # known now that the weights are (they name an unnamed run's directory): the run's
+        # spend so far counts toward its cap, so reruns cannot spend it again
+        ledger.attach(run_path(config) / SPEND_FILE)
     with writing(run_path(config)):  # a read-only output_dir: one line naming it
         run_dir = RunDir(run_path(config))
     run_dir.check_same_run(config)
@@ -289,7 +350,7 @@ def prepare(
         scorers=scorers,
         providers=provider_map,
         record_config=record_config,
-        dataset=resolve_dataset(config.dataset if dataset is None else dataset, manager),
+        dataset=resolve_dataset(given_data, manager),
         run_dir=run_dir,
         manager=manager,
     )

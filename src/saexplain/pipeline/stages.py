@@ -66,8 +66,14 @@ def collect_store(p: Prepared, *, progress: bool) -> ActivationStore:
 
     cfg = p.config
     path = Path(cfg.store_dir) if cfg.store_dir else p.run_dir.path / "store"
+    log.info(
+        "collecting %d tokens in contexts of %d into %s (finished shards are kept)",
+        cfg.n_tokens,
+        cfg.context_length,
+        path,
+    )
     with model_lock(p.backend):
-        return collect(
+        store = collect(
             p.backend,
             p.coder,
             p.dataset,
@@ -82,6 +88,11 @@ def collect_store(p: Prepared, *, progress: bool) -> ActivationStore:
             progress=progress,
             resume=True,
         )
+    log.info("collected %d tokens in %d contexts", store.n_tokens, store.n_contexts)
+    # a dataset shorter than n_tokens collects less: the manifest says how much (and the log)
+    tokens = {"requested": cfg.n_tokens, "collected": store.n_tokens}
+    p.run_dir.write_json("manifest", {**(p.run_dir.read_json("manifest") or {}), "tokens": tokens})
+    return store
 
 
 def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) -> list[LatentRecord]:
@@ -96,6 +107,12 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
         rare_below=p.record_config.rare_below,
     )
     alive = [i for i in report.latents if i not in set(report.dead)]
+    log.info(
+        "records: %d latents selected, %d dead, %d rare",
+        len(report.latents),
+        len(report.dead),
+        len(report.rare),
+    )
     if not alive:
         raise ConfigError(
             f"no alive latents in the selection ({len(report.latents)} selected, "
@@ -115,6 +132,8 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
                 continue
             check_interrupt()  # Ctrl-C stops between records; those written are kept
             outcome = builder.build(index)
+            if outcome.record is None:
+                log.debug("latent %d skipped (%s): %s", index, outcome.status, outcome.message)
             p.run_dir.latents.append(
                 LatentEntry(
                     latent=outcome.latent,
@@ -130,6 +149,13 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
                 records.append(outcome.record)
             bar.update(1)
     bar.close()
+    reused = len(report.latents) - len(todo)
+    log.info(
+        "records: %d built, %d reused from an earlier attempt, %d latents without one",
+        len(records) - reused,
+        reused,
+        len(report.latents) - len(records),
+    )
     return records
 
 
@@ -262,6 +288,15 @@ async def explain_and_score(
     pending += sum(
         s_key(r, e, s) not in done_s for r in records for e in p.explainers for s in p.scorers
     )
+    jobs = len(records) * len(p.explainers) * (1 + len(p.scorers))
+    log.info(
+        "explain and score: %d of %d jobs pending (%d latents; %s; %s)",
+        pending,
+        jobs,
+        len(records),
+        ", ".join(p.explainers),
+        ", ".join(p.scorers) or "no scorers",
+    )
     bar = _bar(progress, pending, "explain+score")
     spend = _Spend()
     sem = asyncio.Semaphore(p.config.concurrency)
@@ -344,7 +379,8 @@ async def explain_and_score(
         earlier = latest_s.get(key)
         if result.status is Status.ERROR and earlier is not None and earlier.partial:
             # a partial score says more than an error: it stays until a retry does better
-            log.warning("%s: retrying a partial score failed again: %s", key, result.error)
+            if SpendCapReached.__name__ not in (result.error or ""):  # the ledger warned once
+                log.warning("%s: retrying a partial score failed again: %s", key, result.error)
         else:
             p.run_dir.scores.write_line(line)
         finished(result)
@@ -359,6 +395,7 @@ async def explain_and_score(
 
     try:
         await asyncio.gather(*(one_latent(r) for r in records))
+        log.info("explain and score finished: %s", spend.text())
     except Interrupted:
         for _ in range(p.config.concurrency):  # holding every slot: no job is running any more
             await sem.acquire()
@@ -406,4 +443,5 @@ def finish_report(run_dir: RunDir) -> RunResults:
 
     results = RunResults.load(run_dir.path)
     write_report(run_dir.path, results=results)
+    log.info("report written: %s", run_dir.path / "report.html")
     return results

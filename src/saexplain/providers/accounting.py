@@ -130,6 +130,14 @@ class Ledger:
         self.refused = 0  # calls the cap refused in this process
         self._lock = threading.Lock()
 
+    def attach(self, path: Path) -> None:
+        """Persist in `path` from now on, counting what earlier attempts there spent. For a
+        ledger made before its run's directory was known (the pipeline checks the providers
+        before the weights that name an unnamed run's directory are loaded)."""
+        with self._lock:
+            self.path = path
+            self._before = load_stats(path)
+
     def record(
         self,
         provider: str,

@@ -37,8 +37,10 @@ def build_providers(
     given: Mapping[str, Provider] | None = None,
     *,
     spend_file: Path | None = None,
+    check_ready: bool = True,
 ) -> dict[str, Provider]:
-    """Providers by role; only the roles some chosen method uses. Keys are checked here.
+    """Providers by role; only the roles some chosen method uses. Keys are checked here,
+    unless `check_ready` is false (`saexplain estimate`, which calls no LLM, needs no key).
 
     The returned providers share one `Ledger` (reachable as `provider.ledger`) capped at
     `config.spend_cap_usd` and persisted in `spend_file` (the run's `spend.json`), if given.
@@ -66,15 +68,17 @@ def build_providers(
         if key in made:  # the same model serves both roles: one provider, one cache
             out[role] = made[key]
             continue
-        made[key] = out[role] = _build(spec, manager, ledger)
+        made[key] = out[role] = _build(spec, manager, ledger, check_ready=check_ready)
     return out
 
 
-def _build(spec: ProviderSpec, manager: PluginManager, ledger: Ledger) -> Provider:
+def _build(
+    spec: ProviderSpec, manager: PluginManager, ledger: Ledger, *, check_ready: bool = True
+) -> Provider:
     register_secrets_in(spec.settings)
     middleware, own = split_settings(spec.settings)
     provider = instantiate("provider", manager.providers, spec.provider, own, spec.model)
-    if isinstance(provider, ReadinessCheck):
+    if check_ready and isinstance(provider, ReadinessCheck):
         provider.check_ready()  # e.g. a missing API key, before any heavy work
     try:
         # The provider's own settings scope its cache entries (a server URL, a dtype...).

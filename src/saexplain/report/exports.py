@@ -3,7 +3,10 @@
 Neuronpedia (`export_neuronpedia`): `<out>/<modelId>/<source>/explanations/batch-<n>.jsonl.gz`,
 one JSON object per line with `modelId`, `layer` (the source id, e.g. `8-res-jb`), `index` (a
 string), `description`, `typeName` and `explanationModelName`. Only ok explanations are exported;
-scores are not part of Neuronpedia's explanation export.
+scores are not part of Neuronpedia's explanation export. `explanationModelName` is the model that
+wrote each explanation: the model of its `llm` (`"litellm:gpt-4o-mini"` gives `gpt-4o-mini`); for
+an explainer that asks no LLM, the subject model for `selfexplain` (the model explains itself) and
+the explainer's name otherwise.
 
 delphi (`export_delphi`): `<out>/explanations/<hook>_latent<i>.txt` holds the explanation as a
 JSON string; `<out>/scores/<scorer>/<hook>_latent<i>.txt` a JSON list with one record per scored
@@ -91,7 +94,19 @@ def neuronpedia_type_name(explainer: str, type_names: Mapping[str, str] | None =
     return f"saexplain_{explainer}"
 
 
+# Explainers whose text the subject model itself writes (no LLM): named after that model.
+SUBJECT_MODEL_EXPLAINERS = frozenset({"selfexplain"})
+
+
 def _explanation_model(results: RunResults, exp: Explanation) -> str:
+    if exp.llm:  # "<provider>:<model>": Neuronpedia names the model alone
+        return exp.llm.split(":", 1)[-1]
+    if exp.method_id is not None:  # provenance recorded and no LLM: an LLM-free explainer
+        subject = results.manifest.get("model")
+        if exp.explainer in SUBJECT_MODEL_EXPLAINERS and isinstance(subject, str) and subject:
+            return subject
+        return exp.explainer
+    # a result written before saexplain recorded provenance: what its settings or config say
     model = exp.settings.get("model")
     if isinstance(model, str) and model:
         return model
@@ -115,8 +130,10 @@ def export_neuronpedia(
     """Write gzipped JSONL batches of explanation rows; return the batch paths.
 
     `model_id` and `source` are Neuronpedia's ids (e.g. `gpt2-small`, `8-res-jb`).
-    `explainer_model` overrides the explanation model name (default: the explanation's
-    `settings["model"]`, else the run config's `explainer_model.model`). `type_names` maps
+    `explainer_model` overrides the explanation model name (default: the model of each
+    explanation's `llm`; for an LLM-free explainer the subject model (`selfexplain`) or the
+    explainer's name; for results without provenance, `settings["model"]`, else the run
+    config's `explainer_model.model`). `type_names` maps
     explainer names to Neuronpedia type names (e.g. `{"maxact": "np_max-act"}` if your
     settings match that method); the default is `saexplain_<explainer>`.
     """

@@ -78,7 +78,13 @@ def valid_value(score: Score) -> float | None:
     return float(score.value)
 
 
-@dataclass(frozen=True)
+def _clip(text: str, limit: int = 80) -> str:
+    """`text` on one line, cut to `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, repr=False)  # the record holds hundreds of examples: a short repr below
 class LatentResult:
     """Everything known about one latent in a run."""
 
@@ -104,6 +110,64 @@ class LatentResult:
         """A scorer's headline value for an explainer's explanation (None: missing or error)."""
         s = self.scores.get((explainer, scorer))
         return None if s is None else valid_value(s)
+
+    def _lines(self) -> list[tuple[str, str, str]]:
+        """(explainer, explanation or why there is none, its scores) for each explainer."""
+        lines = []
+        for name, exp in self.explanations.items():
+            if exp.status is Status.OK:
+                text = _clip(exp.text)
+            else:
+                text = f"{exp.status.value} ({_clip(exp.error or '', 60)})"
+            scores = ", ".join(
+                f"{scorer}={'-' if (v := self.score(name, scorer)) is None else f'{v:.3g}'}"
+                for (explainer, scorer) in self.scores
+                if explainer == name
+            )
+            lines.append((name, text, scores))
+        return lines
+
+    def __repr__(self) -> str:
+        """A few lines: the latent, its status and firing count, each explanation (clipped)
+        and its scores; the examples are in `record` (and in `_repr_html_`)."""
+        head = f"LatentResult({self.latent} at {self.latent.hook}, status {self.status or '-'}"
+        if self.stats is not None:
+            head += f", fired on {self.stats.count} of {self.stats.n_tokens} tokens"
+        lines = [head + ")"]
+        for name, text, scores in self._lines():
+            lines.append(f"  {name}: {text}" + (f"  [{scores}]" if scores else ""))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """A card for Jupyter: the explanations, their scores and the top explanation
+        examples, everything from the data escaped."""
+        from html import escape
+
+        from saexplain.report.html import example_html
+
+        ref = self.latent
+        facts = [f"status {self.status or '-'}"]
+        if self.stats is not None:
+            facts.append(f"fired on {self.stats.count} of {self.stats.n_tokens} tokens")
+        rows = "".join(
+            f"<tr><td>{escape(name)}</td><td>{escape(text)}</td><td>{escape(scores)}</td></tr>"
+            for name, text, scores in self._lines()
+        )
+        parts = [
+            f"<div><strong>Latent {ref.index}</strong> "
+            f"<span>{escape(ref.coder_id)} · {escape(ref.hook)} · {escape(', '.join(facts))}"
+            "</span>",
+            f"<table><tr><th>explainer</th><th>explanation</th><th>scores</th></tr>{rows}</table>"
+            if rows
+            else "",
+        ]
+        if self.record is not None and self.record.explanation_examples:
+            top = sorted(self.record.explanation_examples, key=lambda e: -e.max_activation)[:3]
+            latent_max = self.stats.max if self.stats is not None else None
+            examples = "".join(example_html(e, latent_max=latent_max) for e in top)
+            parts.append(f"<ul>{examples}</ul>")
+        parts.append("</div>")
+        return "".join(parts)
 
 
 def _as_dict(value: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
@@ -160,6 +224,10 @@ class RunResults:
             e = entry if isinstance(entry, LatentEntry) else LatentEntry.model_validate(entry)
             self._entries[latent_key(e.latent)] = e
         self._records: dict[LatentKey, LatentRecord] = {latent_key(r.latent): r for r in records}
+        # every line read, earlier attempts and configurations included: what the run paid for
+        self.explanation_lines: list[Explanation] = list(explanations)
+        self.score_lines: list[Score] = list(scores)
+        explanations, scores = self.explanation_lines, self.score_lines
         ids = MethodIds.from_manifest(self.manifest)
         if ids is not None:
             explanations = [e for e in explanations if ids.is_current(e)]

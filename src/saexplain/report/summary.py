@@ -3,12 +3,22 @@
 For every (explainer, scorer) pair: the number of valid scores `n`, the median and interquartile
 range (numpy's default linear-interpolation percentiles), the mean with a seeded percentile
 bootstrap 95% interval, the error rate, and the tokens and cost the scorer spent. For every
-explainer: how many explanations failed, and its tokens and cost.
+explainer: how many explanations were not ok, and its tokens and cost.
 
 A score counts as an error when its status is not ok or its value is None or not finite; errors
 are counted in `error_rate = n_errors / n_total` and excluded from every statistic, never averaged
-in as a number. A partial score (ok, but computed from fewer items because some errored) counts
-as a value and in `n_partial`; a resumed run scores it again.
+in as a number. `n_failed` and `n_error` split them by status: `failed` results (the method ran
+and produced nothing usable) are final, `error` results (an outage, a crash, the spend cap) are
+retried by a rerun. A partial score (ok, but computed from fewer items because some errored)
+counts as a value and in `n_partial`; a resumed run scores it again.
+
+`records` counts the records that hold fewer examples than the samplers asked for
+(`LatentRecord.shortfall`), per split, and the examples missing.
+
+Usage is summed over every line of the result files, earlier attempts included: a rerun that
+retries a result appends a new line whose replayed answers cost $0 (`cached_calls`), so `cost_usd`
+and `calls` are what was paid, once, however often the run was resumed. Per method, the lines of
+its current configuration count; the totals (`usage`) count every line of the run.
 """
 
 from __future__ import annotations
@@ -21,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from saexplain.models import Status, Usage
+from saexplain.models import Explanation, Score, Status, Usage
 from saexplain.report._io import atomic_write_text
 from saexplain.report.results import SUMMARY_FILE, RunResults, valid_value
+from saexplain.rundir import MethodIds
 
 SUMMARY_FORMAT = 1
 _CHUNK = 4_000_000  # bootstrap draws per chunk: bounds memory for large runs
@@ -81,6 +92,7 @@ def describe(values: Sequence[float], *, n_resamples: int = 2000, seed: int = 0)
 
 
 def usage_dict(usages: Iterable[Usage]) -> dict[str, Any]:
+    """Usages added up, as the summary writes them."""
     total = sum(usages, Usage())
     return {
         "prompt_tokens": total.prompt_tokens,
@@ -102,6 +114,10 @@ def summarize(
     by_status = Counter(res.status or "unknown" for res in results)
 
     all_exps, all_scores = results.explanations, results.scores
+    # every attempt's lines (what was paid), of the methods' current configurations
+    ids = MethodIds.from_manifest(results.manifest)
+    exp_lines = [e for e in results.explanation_lines if ids is None or ids.is_current(e)]
+    score_lines = [s for s in results.score_lines if ids is None or ids.is_current(s)]
     explainers: dict[str, Any] = {}
     for name in results.explainers:
         exps = [e for e in all_exps if e.explainer == name]
@@ -110,8 +126,9 @@ def summarize(
             "n_total": len(exps),
             "n_ok": len(exps) - n_err,
             "n_errors": n_err,
+            **_by_status(exps),
             "error_rate": n_err / len(exps) if exps else None,
-            "usage": usage_dict(e.usage for e in exps),
+            "usage": usage_dict(e.usage for e in exp_lines if e.explainer == name),
         }
 
     methods: dict[str, Any] = {}
@@ -124,17 +141,21 @@ def summarize(
             "scorer": scorer,
             "n_total": len(scores),
             "n_errors": n_err,
+            **_by_status(scores),
             "error_rate": n_err / len(scores) if scores else None,
             **describe(values, n_resamples=n_resamples, seed=seed),
             # answers inside otherwise valid scores that errored (excluded by the scorer)
             "prediction_errors": sum(s.n_errors for s in scores),
             "n_partial": sum(s.partial for s in scores),
-            "usage": usage_dict(s.usage for s in scores),
+            "usage": usage_dict(
+                s.usage for s in score_lines if (s.explainer, s.scorer) == (explainer, scorer)
+            ),
         }
 
-    exp_usage = usage_dict(e.usage for e in all_exps)
-    score_usage = usage_dict(s.usage for s in all_scores)
-    total = usage_dict([*(e.usage for e in all_exps), *(s.usage for s in all_scores)])
+    every_exp = [e.usage for e in results.explanation_lines]
+    every_score = [s.usage for s in results.score_lines]
+    exp_usage, score_usage = usage_dict(every_exp), usage_dict(every_score)
+    total = usage_dict([*every_exp, *every_score])
     return {
         "format": SUMMARY_FORMAT,
         "saexplain_version": __version__,
@@ -145,12 +166,35 @@ def summarize(
             "coder": results.manifest.get("coder", results.config.get("coder")),
         },
         "latents": {"n": len(results), "by_status": dict(sorted(by_status.items()))},
+        "records": _shortfalls(results),
         "explainers": explainers,
         "methods": methods,
         "usage": {"explanations": exp_usage, "scores": score_usage, "total": total},
         # spend, calls, retries and provider errors over every attempt at the run (the ledger's)
         "provider_calls": results.manifest.get("provider_calls"),
         "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
+    }
+
+
+def _shortfalls(results: RunResults) -> dict[str, Any]:
+    """How many records fell short of the requested examples, per split, and by how many."""
+    short: Counter[str] = Counter()
+    missing: Counter[str] = Counter()
+    for record in results.records:
+        short.update(record.shortfall.keys())
+        missing.update(record.shortfall)
+    return {
+        "n": len(results.records),
+        "short": dict(sorted(short.items())),
+        "missing": dict(sorted(missing.items())),
+    }
+
+
+def _by_status(results: Sequence[Explanation | Score]) -> dict[str, int]:
+    """How many results failed (final: kept by a rerun) and errored (retried by a rerun)."""
+    return {
+        "n_failed": sum(r.status is Status.FAILED for r in results),
+        "n_error": sum(r.status is Status.ERROR for r in results),
     }
 
 

@@ -5,7 +5,7 @@ and non-activating examples (random, neighbours, similar text), each latent with
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -198,6 +198,11 @@ class RecordBuilder:
             "negatives": neg_report,
             "split": "explanation samplers draw first; scoring draws from the remaining windows",
         }
+        reports = {
+            "explanation": explain_report,
+            "scoring": scoring_report,
+            "negatives": neg_report,
+        }
         record = LatentRecord(
             latent=ref,
             stats=stats,
@@ -205,6 +210,7 @@ class RecordBuilder:
             scoring_examples=tuple(scoring),
             non_activating=tuple(negatives),
             sampling=sampling,
+            shortfall=shortfall(reports),
         )
         message = (
             f"only {len(pool)} activating windows (< {cfg.rare_below})"
@@ -396,6 +402,22 @@ class RecordBuilder:
             chosen, ExampleKind.SIMILAR_TEXT, ["similar_text"] * len(chosen)
         )
         return out, {"embedder": embedder, "candidates": len(cands)}
+
+
+def shortfall(reports: Mapping[str, Sequence[JsonValue]]) -> dict[str, int]:
+    """Examples missing per split, from the samplers' reports (`requested` and `got` each);
+    splits that got every example they asked for are left out."""
+    out: dict[str, int] = {}
+    for split, entries in reports.items():
+        missing = 0
+        for entry in entries:
+            if isinstance(entry, dict):
+                requested, got = entry.get("requested"), entry.get("got")
+                if isinstance(requested, int) and isinstance(got, int):
+                    missing += max(0, requested - got)
+        if missing:
+            out[split] = missing
+    return out
 
 
 def build_records(

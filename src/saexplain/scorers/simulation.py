@@ -13,6 +13,9 @@ Variants (one prompt per sequence in both):
   skipped and count 0). An unfaithful echo (a token that does not match) makes that sequence an
   error (excluded and counted), or all zeros with `on_unfaithful="zero"` (Bills et al.).
 
+An answer that gives no values (it does not parse, or its echo is unfaithful and counted as an
+error) is dropped from the response cache, so a rerun asks again.
+
 The subject model's tokens are shown as text lines, so the scorer's own tokenizer never needs to
 match the subject's: values are aligned by line, not by scorer token.
 """
@@ -47,6 +50,7 @@ from saexplain.methods import (
     call,
     classification_metrics,
     clean_token,
+    discard_cached,
     draw_items,
     error_score,
     expected_value,
@@ -245,6 +249,8 @@ class SimulationScorer:
                 sim = parse_echo(choice.text, toks, self.settings.max_value)
             if sim.unfaithful and self.settings.on_unfaithful == "zero":
                 sim = Simulated([0.0] * len(toks), unfaithful=True)
+            if sim.values is None:  # an answer not used is not replayed by a rerun
+                discard_cached(outcome.response)
             sims.append(sim)
         return self._result(record, explanation, items, starts, sims, outcomes, settings)
 

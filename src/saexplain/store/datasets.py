@@ -5,8 +5,10 @@ Sources (`dataset=` in `collect`):
 - a path to a `.txt` file (one document per non-empty line), a `.jsonl`/`.json` lines file (the
   `text_field` of each object), a `.parquet` file (needs `pyarrow`), or a directory of such files;
 - a Hugging Face dataset name such as `"NeelNanda/pile-10k"` (needs `datasets` and the hub);
-- pre-tokenized ids: a 2-D integer numpy array is used as contexts as they are (its width must be
-  the context length); a list of lists of ints is treated as tokenized documents.
+- pre-tokenized ids: a 2-D integer array (numpy, or a torch tensor or anything else with the array
+  protocol, as SAELens activation stores and delphi hold them) is used as contexts as they are
+  (its width must be the context length; no BOS is added); a list of lists of ints is treated as
+  tokenized documents.
 
 Documents are tokenized without BOS, joined with the BOS token as separator (when the backend has
 one and `doc_separator` is on), and cut into contexts of `context_length` tokens. With
@@ -36,6 +38,21 @@ JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 PARQUET_SUFFIXES = {".parquet"}
 
 
+def token_array(source: object) -> object:
+    """`source` as a 2-D integer numpy array when it holds token ids behind the array protocol
+    (a torch tensor, on any device, or a jax array); anything else as it is."""
+    if isinstance(source, np.ndarray | str | bytes | os.PathLike) or not hasattr(
+        source, "__array__"
+    ):
+        return source
+    if hasattr(source, "detach") and hasattr(source, "cpu"):  # a torch tensor, maybe on a GPU
+        source = source.detach().cpu()
+    array = np.asarray(source)
+    if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+        return array
+    return source  # e.g. a pandas Series of texts: read as an iterable
+
+
 def _is_token_docs(source: object) -> bool:
     if isinstance(source, np.ndarray):
         return source.ndim == 2 and np.issubdtype(source.dtype, np.integer)
@@ -53,6 +70,7 @@ def _is_token_docs(source: object) -> bool:
 
 def describe_dataset(source: object, *, text_field: str = "text", split: str = "train") -> str:
     """A stable description recorded in the manifest (and compared when resuming)."""
+    source = token_array(source)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if path.exists():
@@ -197,6 +215,7 @@ class ContextStream:
     n_tokens_read: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self.source = token_array(self.source)
         if self.context_length < 2:
             raise ConfigError(f"context_length must be >= 2, got {self.context_length}")
         if self.prepend_bos and self.backend.bos_token_id is None:
@@ -245,7 +264,8 @@ class ContextStream:
         if array.shape[1] != self.context_length:
             raise ConfigError(
                 f"pre-tokenized contexts have width {array.shape[1]}, "
-                f"but context_length is {self.context_length}"
+                f"but context_length is {self.context_length}: set context_length="
+                f"{array.shape[1]} (each row is used as one context, as it is)"
             )
         for row in array:
             self.n_docs += 1

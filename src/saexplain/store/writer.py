@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import shutil
 import time
@@ -51,6 +52,8 @@ from saexplain.store.manifest import (
 from saexplain.store.reader import ActivationStore
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+log = logging.getLogger("saexplain.store")
 
 
 def _coder_infos(coders: Sequence[SparseCoder], save_decoder: bool) -> tuple[CoderInfo, ...]:
@@ -395,7 +398,26 @@ def _run(
         raise EmptyDatasetError("the dataset produced no contexts")
     manifest = manifest.model_copy(update={"complete": True, "n_documents": stream.n_docs or None})
     manifest.save(root)
+    _log_collected(done, budget, ctx, stream.n_docs)
     return manifest
+
+
+def _log_collected(done: int, budget: int | None, ctx: int, n_docs: int) -> None:
+    """Say how many tokens were collected (`done` of `budget` contexts of `ctx` tokens); a
+    warning when the dataset ran out first (the progress bar alone stops short without a word)."""
+    if budget is not None and done < budget:
+        log.warning(
+            "the dataset ended after %d of the %d tokens requested (n_tokens): %d documents "
+            "give %d contexts of %d tokens; collecting with what there is (a larger dataset "
+            "gives more examples per latent)",
+            done * ctx,
+            budget * ctx,
+            n_docs,
+            done,
+            ctx,
+        )
+    else:
+        log.info("collected %d tokens (%d contexts) from %d documents", done * ctx, done, n_docs)
 
 
 def _clean_stale(root: Path, manifest: Manifest) -> None:

@@ -25,6 +25,7 @@ from saexplain.errors import (
     HookNameError,
     LatentIndexError,
 )
+from saexplain.fingerprint import fingerprint_arrays
 from saexplain.protocols import (
     Add,
     Clamp,
@@ -321,6 +322,11 @@ class FakeBackend:
         out: FloatArray = np.asarray(direction, dtype=np.float64) @ self._unembed
         return out
 
+    def fingerprint(self) -> str:
+        """`Fingerprinted`: a digest of the weights (editing them in place changes it)."""
+        blocks = {f"block{i}": w for i, w in enumerate(self._blocks)}
+        return fingerprint_arrays({"embed": self._embed, "unembed": self._unembed, **blocks})
+
     def residual(self, tokens: TokenBatch, hook: str) -> FloatArray:
         """The residual at a hook (for tests and planting features)."""
         return self._run(self._token_ids(tokens), self.hook_layer(hook), ())
@@ -374,6 +380,12 @@ class FakeCoder:
     def decode(self, z: Any) -> FloatArray:
         out: FloatArray = np.asarray(z) @ self._W_dec + self.b_dec
         return out
+
+    def fingerprint(self) -> str:
+        """`Fingerprinted`: a digest of the weights (editing them in place changes it)."""
+        return fingerprint_arrays(
+            {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self._W_dec, "b_dec": self.b_dec}
+        )
 
     @classmethod
     def random(cls, d_in: int, d_sae: int, *, hook: str, seed: int = 0) -> FakeCoder:
@@ -459,3 +471,11 @@ class PlantedValuesCoder:
     def decode(self, z: Any) -> FloatArray:
         out: FloatArray = np.asarray(z) @ self._W_dec
         return out
+
+    def fingerprint(self) -> str:
+        """`Fingerprinted`: a digest of the planted values and of `W_dec`."""
+        planted = {
+            f"entry{i}": np.append(e, [latent, value])
+            for i, (latent, e, value) in enumerate(self._entries)
+        }
+        return fingerprint_arrays({"W_dec": self._W_dec, **planted})

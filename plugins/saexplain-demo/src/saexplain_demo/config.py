@@ -42,8 +42,8 @@ def demo_config(*, quick: bool = False, output_dir: str = "runs") -> RunConfig:
             "rare_below": 5,
         },
         "explainers": [
-            {"name": "maxact", "settings": {"style": "label"}},
-            {"name": "vocabproj", "settings": {"k": 20, "style": "label"}},
+            {"name": "maxact", "settings": {"style": "sentence"}},
+            {"name": "vocabproj", "settings": {"k": 20, "style": "sentence"}},
             # one prompt, the best scale, short answers: generation dominates on a CPU
             {
                 "name": "selfexplain",

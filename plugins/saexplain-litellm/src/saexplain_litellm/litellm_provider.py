@@ -397,7 +397,11 @@ class LiteLLMProvider:
         kwargs = self.litellm_kwargs(request)
         body = {k: v for k, v in kwargs.items() if k not in _NOT_IN_BODY}
         body["model"] = self.model.split("/", 1)[1] if "/" in self.model else self.model
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # `extra_headers` are HTTP headers (as litellm sends them), never part of the JSON body
+        extra = body.pop("extra_headers", None) or {}
+        headers = {str(k): str(v) for k, v in dict(extra).items()}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         url = f"{str(self.api_base).rstrip('/')}/chat/completions"
         mapped: ProviderError | None = None
         data: Any = None

@@ -14,16 +14,29 @@ NAME = "nnsight"
 
 
 def make_backend(model: Any, **settings: Any) -> Any:
-    """Backend factory: an nnsight LanguageModel/TransformersModel, a transformers causal LM
-    (then pass `tokenizer=`), or any model name or path `nnsight.LanguageModel` loads."""
+    """Backend factory: an nnsight TransformersModel (or a LanguageModel, nnsight's deprecated
+    name for it), a transformers causal LM (then pass `tokenizer=`), or a hub model name or
+    local folder, loaded with `nnsight.TransformersModel(name, task="text-generation")`."""
     from saexplain_nnsight.backend import NNsightBackend
 
     if isinstance(model, str):
-        from nnsight import LanguageModel
-
         settings.setdefault("model_id", model)
-        return NNsightBackend(LanguageModel(model, dispatch=True), **settings)
+        return NNsightBackend(_load(model), **settings)
     return NNsightBackend(model, **settings)
+
+
+def _load(name: str) -> Any:
+    """A causal LM by hub name or folder, through nnsight's current entry point; a model that
+    cannot be loaded is a one-line `ConfigError`, at once when the hub cannot be reached."""
+    from nnsight import TransformersModel
+
+    from saexplain.hub import check_hub_access, hub_load_error
+
+    check_hub_access("model", name)
+    try:
+        return TransformersModel(name, task="text-generation", dispatch=True)
+    except (OSError, ValueError) as e:  # not found, no hub access, not a model folder
+        raise hub_load_error("model", name, e) from e
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from saexplain.errors import ConfigError
+from saexplain.fingerprint import fingerprint_arrays
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -91,6 +92,12 @@ class SAELensCoder:
             self.sae.d_head = self.d_in  # flat layout, as `encode` feeds it
         out: torch.Tensor = self.sae.decode(z.to(self.sae.dtype))
         return out.squeeze(-2) if self._hook_z else out
+
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """`Fingerprinted`: a digest of the SAE's weights (`saexplain.fingerprint`), so another
+        SAE under the same name, or weights edited in place, make another run."""
+        return fingerprint_arrays(self.sae.state_dict())
 
     @classmethod
     def from_disk(cls, path: str | Path, *, device: str = "cpu", **kwargs: Any) -> SAELensCoder:

@@ -49,4 +49,28 @@ def saelens_coder(spec: Any, *, backend: Any = None, **settings: Any) -> Any:
             f"SAELens coder {spec!r}: give '<release>/<sae_id>' (e.g. "
             "'gpt2-small-res-jb/blocks.8.hook_resid_pre') or an existing local SAE folder"
         )
-    return SAELensCoder.from_pretrained(release, sae_id, device=_device(backend), **settings)
+    return _from_hub(release, sae_id, _device(backend), settings)
+
+
+def _from_hub(release: str, sae_id: str, device: str, settings: dict[str, Any]) -> Any:
+    """`SAE.from_pretrained(release, sae_id)`, its failures as one-line `ConfigError`s: an id
+    the release does not have, or an SAE not in the cache without hub access (at once)."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from saexplain.hub import check_hub_access, hub_load_error
+    from saexplain_saelens.coders import SAELensCoder
+
+    name = f"{release}/{sae_id}"
+    entry = get_pretrained_saes_directory().get(release)
+    if entry is not None and sae_id not in entry.saes_map:
+        some = ", ".join(list(entry.saes_map)[:3])
+        raise ConfigError(
+            f"SAELens release {release!r} has no SAE {sae_id!r} (its ids look like {some}; "
+            "see SAELens's table of pretrained SAEs)"
+        )
+    # a release SAELens does not list may itself be a hub repository holding the SAE
+    check_hub_access(f"SAE {name} from", entry.repo_id if entry is not None else release)
+    try:
+        return SAELensCoder.from_pretrained(release, sae_id, device=device, **settings)
+    except (OSError, ValueError) as e:  # no hub access, an unknown release, a gated repository
+        raise hub_load_error("SAE", name, e) from e

@@ -39,6 +39,7 @@ from saexplain.errors import (
     EmptyDatasetError,
     LatentIndexError,
 )
+from saexplain.fingerprint import fingerprint_arrays
 from saexplain.protocols import (
     Add,
     Clamp,
@@ -542,3 +543,14 @@ class TorchBackend(ABC):
     def unembed(self, direction: Any) -> torch.Tensor:
         vec = self._vector(direction, self.d_model, "direction")
         return self._unembed(vec[None, None, :])[0, 0].detach()
+
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """`Fingerprinted`: a digest of the model's weights (`saexplain.fingerprint`), so a run
+        notices weights edited in place. Subclasses keep their model as an attribute: every
+        torch module the backend holds is included."""
+        arrays: dict[str, Any] = {}
+        for attr, value in sorted(vars(self).items()):
+            if isinstance(value, torch.nn.Module):
+                arrays.update({f"{attr}.{k}": v for k, v in value.state_dict().items()})
+        return fingerprint_arrays(arrays)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from saexplain import hookimpl
+from saexplain.errors import ConfigError
 from saexplain.hookspecs import Register
 
 NAME = "transformerlens"
@@ -44,11 +45,32 @@ def make_backend(model: Any, **settings: Any) -> Any:
     from saexplain_transformerlens.backend import TransformerLensBackend
 
     if isinstance(model, str):
-        from transformer_lens import HookedTransformer
-
         settings.setdefault("model_id", model)
-        model = HookedTransformer.from_pretrained(model)
+        model = _load_hooked_transformer(model)
     return TransformerLensBackend(model, **settings)
+
+
+def _load_hooked_transformer(name: str) -> Any:
+    """`HookedTransformer.from_pretrained(name)`, its failures as one-line `ConfigError`s: a
+    name TransformerLens does not support, or one not in the cache without hub access."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    from saexplain.hub import check_hub_access, hub_load_error
+
+    try:
+        official = get_official_model_name(name)
+    except ValueError:  # its message lists every supported model (about 300 names)
+        raise ConfigError(
+            f"TransformerLens does not support the model {name!r} (HookedTransformer loads only "
+            "the models it lists): use `backend: transformerlens-bridge` or `backend: nnsight` "
+            "for another hub model or a local folder, or pass a HookedTransformer you built"
+        ) from None
+    check_hub_access("model", official)
+    try:
+        return HookedTransformer.from_pretrained(name)
+    except OSError as e:  # not found, no hub access, a gated model without a token
+        raise hub_load_error("model", name, e) from e
 
 
 def make_bridge_backend(model: Any, **settings: Any) -> Any:
@@ -61,11 +83,17 @@ def make_bridge_backend(model: Any, **settings: Any) -> Any:
         import torch
         from transformer_lens.model_bridge import TransformerBridge
 
+        from saexplain.hub import check_hub_access, hub_load_error
+
         boot = {key: settings.pop(key) for key in ("device", "dtype") if key in settings}
         if isinstance(boot.get("dtype"), str):
             boot["dtype"] = getattr(torch, boot["dtype"])
         settings.setdefault("model_id", model)
-        model = TransformerBridge.boot_transformers(model, **boot)
+        check_hub_access("model", model)
+        try:
+            model = TransformerBridge.boot_transformers(model, **boot)
+        except (OSError, ValueError) as e:  # not found, no hub access, not a model folder
+            raise hub_load_error("model", model, e) from e
     return TransformerBridgeBackend(model, **settings)
 
 
