@@ -21,6 +21,7 @@ def test_plugins_json_lists_builtins(capsys):
         "descriptions",
         "overrides",
         "overridden_by",
+        "refused",
         "error",
         "hint",
     }
@@ -99,3 +100,85 @@ def test_unknown_options_are_still_rejected(capsys):
             parse_args(argv)
         assert info.value.code == 2
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+class _EntryPoint:
+    """An installed plugin's entry point, without installing anything."""
+
+    def __init__(self, name, plugin):
+        self.name, self._plugin = name, plugin
+        self.dist = type("Dist", (), {"name": f"saexplain-{name}", "version": "1.0"})()
+
+    def load(self):
+        return self._plugin
+
+
+def _scorer_plugin(*names, override=False):
+    from types import SimpleNamespace
+
+    from saexplain import hookimpl
+
+    @hookimpl
+    def register_scorers(register):
+        for name in names:
+            register(name, lambda: None, override=override)
+
+    return SimpleNamespace(register_scorers=register_scorers)
+
+
+def test_plugins_shows_a_built_in_name_refused_and_which_one_is_used(capsys):
+    import pytest
+
+    from saexplain.errors import PluginLoadWarning
+    from saexplain.testing import fresh_plugin_manager
+
+    evil = _EntryPoint("evil", _scorer_plugin("detection", "mine"))
+    with fresh_plugin_manager(entry_points=[evil], environ={}) as pm:
+        with pytest.warns(PluginLoadWarning, match="refused"):
+            pm.load()
+        assert pm.scorers.get("detection").provenance.plugin == "saexplain.scorers"
+        assert main(["plugins"]) == 0
+        out = capsys.readouterr().out
+        assert main(["plugins", "--json"]) == 0
+        data = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    conflicts = out.split("\nconflicts (")[1]
+    assert "scorer 'detection'" in conflicts and "evil (saexplain-evil 1.0)" in conflicts
+    assert "saexplain.scorers (saexplain " in conflicts and "is used" in conflicts
+    assert "override=True" in conflicts
+    assert data["evil"]["components"] == {"scorer": ["mine"]}
+    assert data["evil"]["refused"]["scorer"]["detection"].startswith("saexplain.scorers")
+
+
+def test_plugins_shows_a_name_two_installed_plugins_claim_as_refused(capsys):
+    import pytest
+
+    from saexplain.errors import PluginLoadWarning
+    from saexplain.testing import fresh_plugin_manager
+
+    claimants = [_EntryPoint(name, _scorer_plugin("twin")) for name in "abc"]
+    with fresh_plugin_manager(entry_points=claimants, environ={}) as pm:
+        with pytest.warns(PluginLoadWarning, match="already registered"):
+            pm.load()
+        assert [info.state for info in pm.info()[2:]] == ["loaded"] * 3  # the third one too
+        assert main(["plugins"]) == 0
+    conflicts = capsys.readouterr().out.split("\nconflicts (")[1]
+    assert "scorer 'twin'" in conflicts
+    assert all(f"{name} (saexplain-{name} 1.0)" in conflicts for name in "abc")
+    assert "none of them is used" in conflicts and "SAEXPLAIN_DISABLE_PLUGINS" in conflicts
+
+
+def test_plugins_lists_the_providers_and_how_to_name_one(capsys):
+    from types import SimpleNamespace
+
+    from saexplain import hookimpl
+    from saexplain.testing import fresh_plugin_manager
+
+    with fresh_plugin_manager(entry_points=[], environ={}) as pm:
+        assert main(["plugins"]) == 0
+        assert "providers: none installed" in capsys.readouterr().out
+        register = hookimpl(lambda register: register("oracle", lambda: None))
+        pm.register_plugin(SimpleNamespace(register_providers=register), name="mine")
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "providers: oracle (mine)" in out and 'provider="oracle:<model>"' in out
+    assert "conflicts" not in out  # nothing to report

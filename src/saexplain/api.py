@@ -285,8 +285,9 @@ async def aexplain(
     """Collect, explain and score `latents` of `sae` in `model`; see the module docstring.
 
     What to run:
-        latents: indices, a number of alive latents to sample (default 100) or a
-            `LatentSelection` (ranges, frequency bounds).
+        latents: indices, a number of latents to sample (default 100: alive ones when the run
+            collects activations, else drawn from the coder's width) or a `LatentSelection`
+            (ranges, frequency bounds).
         explainers, scorers: a method name or a list of them (names, `MethodSpec`s or
             `{"name": ..., "settings": {...}}`). Scorers default to detection and fuzzing, which
             ask an LLM; `explainers="selfexplain", scorers=[]` needs no LLM (nor provider plugin).

@@ -6,13 +6,18 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from saexplain.plugins import PluginInfo, PluginManager
+    from saexplain.registry import Registry
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from saexplain.plugins import get_plugin_manager
 
-    infos = get_plugin_manager().info()
+    manager = get_plugin_manager()
+    infos = manager.info()
     if args.json:
         print(json.dumps([info.as_dict() for info in infos], indent=2))
         return 0
@@ -26,13 +31,56 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             width = max(len(n) for n in names)
             for name in names:
                 print(f"      {name:<{width}}  {_component_note(info, kind, name)}".rstrip())
+        for kind, held in sorted(info.refused.items()):
+            print(f"    refused {kind}s: {', '.join(sorted(held))} (see conflicts)")
         if info.error:
             print(f"    error: {info.error}")
         if info.hint:
             print(f"    hint: {info.hint}")
+    print(_providers_line(manager))
+    conflicts = _conflicts(manager, infos)
+    if conflicts:
+        print("conflicts (a name that more than one plugin registered):")
+        for line in conflicts:
+            print(f"  {line}")
     failed = sum(info.state == "failed" for info in infos)
     print(f"{len(infos)} plugins, {failed} failed to load")
     return 0
+
+
+def _providers_line(manager: PluginManager) -> str:
+    """The LLM providers a run can name, and how to name one."""
+    providers = list(manager.providers)
+    if not providers:
+        return 'providers: none installed (pip install "saexplain[litellm]" adds litellm and local)'
+    names = ", ".join(f"{c.name} ({c.provenance.plugin})" for c in providers)
+    return f'providers: {names}; choose one with provider="{providers[0].name}:<model>"'
+
+
+def _conflicts(manager: PluginManager, infos: Sequence[PluginInfo]) -> list[str]:
+    """One line per name that several plugins registered: who claimed it, and what happened."""
+    from saexplain.plugins import ENV_DENY, KINDS
+    from saexplain.registry import Provenance
+
+    lines: list[str] = []
+    for kind in KINDS:
+        registry: Registry = getattr(manager, f"{kind}s")  # manager.backends, .scorers, ...
+        ambiguous = registry.ambiguous
+        for name, claimants in sorted(ambiguous.items()):
+            lines.append(
+                f"{kind} {name!r}: registered by {', '.join(map(str, claimants))}; refused, none "
+                f"of them is used: selecting it is an error until only one plugin is enabled "
+                f"({ENV_DENY}=<plugin>)"
+            )
+        for info in infos:  # a built-in's name taken without override=True: the built-in stays
+            for name, holder in sorted(info.refused.get(kind, {}).items()):
+                if name not in ambiguous:
+                    refused = Provenance(info.name, info.distribution, info.version)
+                    lines.append(
+                        f"{kind} {name!r}: {holder} is used; {refused} registered it too and was "
+                        "refused (a built-in is replaced only with override=True)"
+                    )
+    return lines
 
 
 def _component_note(info: Any, kind: str, name: str) -> str:

@@ -76,6 +76,7 @@ class CountingProvider:
 def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) -> dict[str, Any]:
     """Tokens and cost per method and in total for the latents `config` selects."""
     from saexplain.pipeline import (
+        bare_records,
         build_run_records,
         collect_store,
         explain_and_score,
@@ -86,8 +87,10 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
     p = prepare(config, check_ready=False)  # no LLM is called, so no API key is needed
     real = dict(p.providers)
     counting = {role: CountingProvider(prov) for role, prov in real.items()}
-    store = collect_store(p, progress=progress)
-    records = build_run_records(p, store, progress=progress)
+    store = collect_store(p, progress=progress) if p.collects else None
+    records = (
+        build_run_records(p, store, progress=progress) if store is not None else bare_records(p)
+    )
     sample = records[: max(1, n_latents)]
     with tempfile.TemporaryDirectory(prefix="saexplain-estimate-") as tmp:
         p.run_dir = RunDir(tmp, fsync=False)  # explanations of the dry run stay out of the run

@@ -59,6 +59,8 @@ class PluginInfo:
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     # kind -> name -> the plugin that replaced this plugin's component
     overridden_by: dict[str, dict[str, str]] = field(default_factory=dict)
+    # kind -> name -> the plugin already holding a name this plugin registered without override
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
     error: str | None = None
     hint: str | None = None
 
@@ -77,6 +79,7 @@ class PluginInfo:
             "descriptions": nested(self.descriptions),
             "overrides": nested(self.overrides),
             "overridden_by": nested(self.overridden_by),
+            "refused": nested(self.refused),
             "error": self.error,
             "hint": self.hint,
         }
@@ -379,8 +382,12 @@ class PluginManager:
             try:
                 entry = self._registries[kind].register(provenance=provenance, **reg)
             except DuplicateComponentError as exc:
-                holder = self._registries[kind].get(reg["name"]).provenance.plugin
-                if holder in self._builtins:
+                # (not `get`: that raises once the name is ambiguous, and a third claimant is
+                # refused like the second)
+                registry = self._registries[kind]
+                held_by = next(c for c in registry if c.name == reg["name"]).provenance
+                info.refused.setdefault(kind, {})[reg["name"]] = str(held_by)
+                if held_by.plugin in self._builtins:
                     # A built-in method's name is taken only with override=True: refused, the
                     # built-in keeps working.
                     message = (

@@ -431,11 +431,17 @@ class Scorer(Protocol):
 @dataclass(frozen=True)
 class Needs:
     """What a method uses from the run, declared as data: the pipeline builds only what some
-    chosen method needs (a `selfexplain`-only run builds no provider)."""
+    chosen method needs (a `selfexplain`-only run builds no provider, and collects nothing).
+
+    `records`: the method reads the record's examples or statistics, which the run builds from
+    activations collected over the dataset. True unless declared otherwise; when no chosen
+    method reads them, the run collects nothing and each method gets a record holding only the
+    latent (no examples, zero statistics)."""
 
     provider: bool = False
     backend: bool = False
     coder: bool = False
+    records: bool = True
 
 
 LEGACY_NEEDS = Needs(provider=True, backend=True, coder=True)

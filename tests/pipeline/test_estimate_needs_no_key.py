@@ -52,3 +52,12 @@ def test_estimate_runs_without_the_key_a_run_needs(keyed_config, capsys):
     assert "TOY_API_KEY" not in captured.err
     result = json.loads(captured.out)
     assert result["latents"] == 3 and result["total"]["calls"] > 0
+
+
+def test_estimate_of_a_run_that_reads_no_records_reads_no_dataset(keyed_config, capsys):
+    """selfexplain reads no records: its estimate collects nothing, so a missing corpus is fine."""
+    missing = keyed_config.parent / "no-such-corpus.txt"
+    args = [f"dataset={missing}", "explainers=[selfexplain]", "scorers=[]", "--json", "-q"]
+    assert main(["estimate", str(keyed_config), *args]) == 0
+    assert json.loads(capsys.readouterr().out)["latents"] == 3
+    assert not (keyed_config.parent / "runs" / "clirun" / "store").exists()

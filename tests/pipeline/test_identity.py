@@ -93,8 +93,13 @@ async def test_another_sae_object_under_the_same_name_is_another_run(tmp_path, m
 
 def test_fingerprints_are_recorded_and_stable(tmp_path, manager):
     backend, coder, texts = world()
-    p = prepare(quick(tmp_path), model=backend, coder=coder, dataset=texts, manager=manager)
-    again = prepare(quick(tmp_path), model=backend, coder=coder, dataset=texts, manager=manager)
+    llm = {"default": toy.llm()}  # the core alone has no provider plugin
+    p = prepare(
+        quick(tmp_path), model=backend, coder=coder, dataset=texts, manager=manager, providers=llm
+    )
+    again = prepare(
+        quick(tmp_path), model=backend, coder=coder, dataset=texts, manager=manager, providers=llm
+    )
     assert set(p.config.fingerprints) == {"model", "coder", "dataset"}
     assert p.config.fingerprints == again.config.fingerprints
     assert run_path(p.config) == run_path(again.config)
@@ -161,8 +166,14 @@ async def test_pre_tokenized_datasets_are_accepted(tmp_path, manager, kind):
 def test_pre_tokenized_datasets_are_identified_by_content(tmp_path, manager):
     backend, coder, texts = world()
     rows = token_rows(backend, texts, 32)
+    llm = {"default": toy.llm()}  # the core alone has no provider plugin
     a = prepare(
-        quick(tmp_path, name=None), model=backend, coder=coder, dataset=rows, manager=manager
+        quick(tmp_path, name=None),
+        model=backend,
+        coder=coder,
+        dataset=rows,
+        manager=manager,
+        providers=llm,
     )
     b = prepare(
         quick(tmp_path, name=None),
@@ -170,6 +181,7 @@ def test_pre_tokenized_datasets_are_identified_by_content(tmp_path, manager):
         coder=coder,
         dataset=TensorLike(rows[::-1].copy()),
         manager=manager,
+        providers=llm,
     )
     assert a.config.fingerprints["dataset"].startswith("token-array")
     assert run_path(a.config) != run_path(b.config)

@@ -99,6 +99,7 @@ class Ensemble(LLMExplainer):
             provider=True,
             backend=any(n.backend for n in parts),
             coder=any(n.coder for n in parts),
+            records=any(n.records for n in parts),
         )
         self.validate_prompt()
 

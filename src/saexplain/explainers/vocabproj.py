@@ -35,7 +35,7 @@ class VocabProj(LLMExplainer):
 
     name: ClassVar[str] = "vocabproj"
     default_prompt: ClassVar[str] = "vocabproj"
-    needs: ClassVar[Needs] = Needs(provider=True, backend=True, coder=True)
+    needs: ClassVar[Needs] = Needs(provider=True, backend=True, coder=True, records=False)
 
     class Settings(LLMExplainer.Settings):
         """The common LLM explainer settings, and how many tokens vocabproj shows."""

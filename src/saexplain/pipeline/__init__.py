@@ -6,11 +6,12 @@
 Two halves: `saexplain.pipeline.resolve` turns a config (and live objects) into checked
 components before any heavy work (`prepare` -> `Prepared`); `saexplain.pipeline.stages` runs
 them: activations are collected into the run's store (resumable), records are built once per
-latent and kept in the run directory, explainers and scorers run concurrently across latents
-under one bound, then generic answers are flagged and the report written. Each result is
-appended to the run directory the moment it exists; a rerun skips finished (latent, method)
-pairs of the same method configuration. One process at a time runs a run directory (it holds
-`RunDir.lock` from start to end). See `saexplain.rundir` for the files.
+latent and kept in the run directory (a run whose methods read no records, like a selfexplain-only
+run, skips both: each latent gets a record holding only itself), explainers and scorers run
+concurrently across latents under one bound, then generic answers are flagged and the report
+written. Each result is appended to the run directory the moment it exists; a rerun skips
+finished (latent, method) pairs of the same method configuration. One process at a time runs a
+run directory (it holds `RunDir.lock` from start to end). See `saexplain.rundir` for the files.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from saexplain.pipeline.resolve import (
     run_path,
 )
 from saexplain.pipeline.stages import (
+    bare_records,
     build_run_records,
     collect_store,
     explain_and_score,
@@ -53,6 +55,7 @@ from saexplain.secrets import redact_secrets
 
 if TYPE_CHECKING:
     from saexplain.report.results import RunResults
+    from saexplain.store import ActivationStore
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,6 +66,7 @@ __all__ = [
     "Prepared",
     "arun",
     "arun_prepared",
+    "bare_records",
     "build_backend",
     "build_coder",
     "build_methods",
@@ -138,8 +142,12 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
         methods = method_ids(p).model_dump(mode="json")
         p.run_dir.write_json("manifest", {**manifest(p), "methods": methods})
         log.info("run %s: %s, coder %s", p.run_dir.path, p.backend.model_id, p.coder.id)
-        store = await _off_loop(collect_store, p, progress=progress)
-        records = await _off_loop(build_run_records, p, store, progress=progress)
+        store: ActivationStore | None = None
+        if p.collects:
+            store = await _off_loop(collect_store, p, progress=progress)
+            records = await _off_loop(build_run_records, p, store, progress=progress)
+        else:  # no chosen method reads records: no dataset is read, nothing collected
+            records = bare_records(p)
         try:
             await explain_and_score(p, records, store, progress=progress)
         finally:

@@ -31,6 +31,7 @@ from saexplain.protocols import (
     Scorer,
     SparseCoder,
     TokenBatch,
+    needs_of,
 )
 from saexplain.providers.build import build_providers
 from saexplain.providers.wrap import run_ledger
@@ -54,6 +55,7 @@ __all__ = [
     "manifest",
     "parse_coder_spec",
     "prepare",
+    "reads_records",
     "resolve_dataset",
     "run_path",
 ]
@@ -74,6 +76,12 @@ class Prepared:
     run_dir: RunDir
     manager: PluginManager = field(repr=False, default_factory=get_plugin_manager)
 
+    @property
+    def collects(self) -> bool:
+        """Whether the run collects activations and builds records: only when a chosen method
+        reads them (`Needs.records`)."""
+        return reads_records(self.explainers, self.scorers)
+
 
 # --- methods --------------------------------------------------------------------------------------
 
@@ -92,6 +100,12 @@ def build_methods(
     if not explainers:
         raise ConfigError("the run has no explainers: name at least one")
     return explainers, scorers
+
+
+def reads_records(explainers: Mapping[str, Explainer], scorers: Mapping[str, Scorer]) -> bool:
+    """Whether some chosen method reads records (`Needs.records`): when none does, the run
+    collects no activations, reads no dataset and explains the selected latents as they are."""
+    return any(needs_of(m).records for m in (*explainers.values(), *scorers.values()))
 
 
 # --- backend and coder ----------------------------------------------------------------------------
@@ -205,9 +219,16 @@ def check_coder_fits(backend: Backend, coder: SparseCoder) -> None:
         backend.latent_acts(tokens, [coder])  # raises HookNameError / DimensionMismatchError
 
 
-def check_latents(selection: LatentSelection, coder: SparseCoder) -> None:
-    """Latent indices outside the coder's width fail here, not after the whole collection."""
+def check_latents(selection: LatentSelection, coder: SparseCoder, *, collects: bool = True) -> None:
+    """Latent indices outside the coder's width fail here, not after the whole collection; so
+    does a frequency band in a run that collects no statistics to apply it to."""
     width = int(coder.d_sae)
+    if not collects and (selection.min_frequency, selection.max_frequency) != (None, None):
+        raise ConfigError(
+            "latents selected by min_frequency/max_frequency need activation statistics, and "
+            "no chosen method reads records, so none are collected: select latents by indices, "
+            "a range or `sample` (drawn from all of the coder's latents)"
+        )
     if selection.indices is not None:
         bad = sorted({i for i in selection.indices if i >= width})
         if bad:
@@ -263,7 +284,7 @@ def run_path(config: RunConfig) -> Path:
 
 def manifest(p: Prepared) -> dict[str, Any]:
     """What produced the run: versions of saexplain and every plugin, seed, model, coder,
-    BOS policy and providers."""
+    BOS policy, whether activations were collected, and providers."""
     from saexplain import __version__
 
     plugins = [
@@ -279,6 +300,7 @@ def manifest(p: Prepared) -> dict[str, Any]:
         "coder": {"id": p.coder.id, "hook": p.coder.hook, "d_sae": int(p.coder.d_sae)},
         "prepend_bos": p.config.prepend_bos,
         "bos_token_id": p.backend.bos_token_id,
+        "collected": p.collects,  # false: no chosen method reads records, nothing was collected
         "providers": {
             role: {"name": prov.name, "model": prov.model} for role, prov in p.providers.items()
         },
@@ -328,7 +350,8 @@ def prepare(
         config.model if model is None else model, config, manager, **(backend_settings or {})
     )
     sparse_coder = build_coder(config.coder if coder is None else coder, config, manager, backend)
-    check_latents(config.latents, sparse_coder)
+    collects = reads_records(explainers, scorers)
+    check_latents(config.latents, sparse_coder, collects=collects)
     check_coder_fits(backend, sparse_coder)
     given_data = config.dataset if dataset is None else dataset
     config = config.model_copy(
@@ -350,7 +373,8 @@ def prepare(
         scorers=scorers,
         providers=provider_map,
         record_config=record_config,
-        dataset=resolve_dataset(given_data, manager),
+        # a run that collects nothing never reads its dataset (nor loads a registered one)
+        dataset=resolve_dataset(given_data, manager) if collects else given_data,
         run_dir=run_dir,
         manager=manager,
     )

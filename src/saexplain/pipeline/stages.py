@@ -2,7 +2,9 @@
 
 Each stage reads what the earlier ones left in the run directory and skips finished work, so
 rerunning a run resumes it. Model work (collection, records) holds the backend's model lock
-(`saexplain.concurrency`), which methods take too.
+(`saexplain.concurrency`), which methods take too. A run whose methods read no records
+(`Prepared.collects` false: selfexplain, vocabproj) skips collection: `bare_records` gives each
+selected latent a record holding only the latent.
 """
 
 from __future__ import annotations
@@ -15,11 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from saexplain.concurrency import model_lock
 from saexplain.errors import ConfigError, SpendCapReached
 from saexplain.interrupts import Interrupted, check_interrupt
 from saexplain.methods.seeds import derive_seed
-from saexplain.models import Explanation, LatentRecord, Score, Status, Usage
+from saexplain.models import (
+    Explanation,
+    LatentRecord,
+    LatentRef,
+    LatentStats,
+    Score,
+    Status,
+    Usage,
+)
 from saexplain.pipeline.resolve import Prepared
 from saexplain.protocols import (
     Explainer,
@@ -46,6 +58,7 @@ if TYPE_CHECKING:
     from saexplain.store import ActivationStore
 
 __all__ = [
+    "bare_records",
     "build_run_records",
     "collect_store",
     "explain_and_score",
@@ -155,6 +168,37 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
         len(records) - reused,
         reused,
         len(report.latents) - len(records),
+    )
+    return records
+
+
+def bare_records(p: Prepared) -> list[LatentRecord]:
+    """Records holding only the latent (no examples, zero statistics), for a run whose methods
+    read no records: nothing is collected, so every selected latent is explained, fired or not.
+
+    The latents are the selection's indices or range; `sample` draws that many of them (of all
+    the coder's latents without a range) uniformly, with the run's seed, since no statistics say
+    which fire. A frequency band was refused when the run was prepared (`check_latents`)."""
+    selection = p.config.latents
+    if selection.indices is not None:
+        candidates = np.unique(np.asarray(selection.indices, dtype=np.int64))
+    else:
+        stop = int(p.coder.d_sae) if selection.stop is None else selection.stop
+        candidates = np.arange(selection.start or 0, stop, dtype=np.int64)
+    if selection.sample is not None and selection.sample < len(candidates):
+        # the purpose select_latents draws with: the same seed stream, another pool (all latents)
+        rng = np.random.default_rng(derive_seed(p.config.seed, p.coder.id, "select"))
+        candidates = np.sort(rng.choice(candidates, size=selection.sample, replace=False))
+    no_data = LatentStats(n_tokens=0, count=0)
+    records = [
+        LatentRecord(
+            latent=LatentRef(coder_id=p.coder.id, hook=p.coder.hook, index=int(i)), stats=no_data
+        )
+        for i in candidates
+    ]
+    log.info(
+        "records: no chosen method reads records, so nothing is collected; %d latents selected",
+        len(records),
     )
     return records
 

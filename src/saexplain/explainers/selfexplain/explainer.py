@@ -130,7 +130,8 @@ class SelfExplainer:
             return self
 
     name = "selfexplain"
-    needs: ClassVar[Needs] = Needs(backend=True, coder=True)  # the subject model, no LLM
+    # the subject model and the decoder row only: no LLM, no examples (nothing is collected)
+    needs: ClassVar[Needs] = Needs(backend=True, coder=True, records=False)
 
     def __init__(self, **settings: Any) -> None:
         self.settings = self.Settings.parse(self.name, settings)
