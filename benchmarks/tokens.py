@@ -11,6 +11,7 @@ detection or fuzzing examples. Run from the repository root: `python benchmarks/
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import sys
 
@@ -19,11 +20,16 @@ from saexplain.testing import set_offline_env
 set_offline_env()  # before any heavy import
 
 from saexplain.models import (  # noqa: E402
+    ChatRequest,
+    ChatResponse,
+    Choice,
     Example,
     ExampleKind,
     LatentRecord,
     LatentRef,
     LatentStats,
+    TokenLogprob,
+    Usage,
 )
 from saexplain.plugins import get_plugin_manager  # noqa: E402
 from saexplain.protocols import MethodContext  # noqa: E402
@@ -33,7 +39,7 @@ from saexplain.testing import (  # noqa: E402
     ScriptedProvider,
     competent_explainer,
     competent_logprobs,
-    competent_scorer,
+    competent_writer,
 )
 
 WORDS = [
@@ -60,6 +66,7 @@ WORDS = [
 ]
 WINDOW = 32
 PUBLISHED = {"explain": 960, "detection": 780, "fuzzing": 780}  # prompt tokens per call
+PUBLISHED["detection_neighbours"] = PUBLISHED["detection"]  # the same prompt, other negatives
 
 
 def example(rng: random.Random, active: bool, kind: ExampleKind, q: int | None) -> Example:
@@ -76,6 +83,13 @@ def example(rng: random.Random, active: bool, kind: ExampleKind, q: int | None) 
         kind=kind,
         quantile=q,
     )
+
+
+def scored_text(request: ChatRequest) -> ChatResponse:
+    """Prompt logprobs of `score_text`, one token per word (surprisal's base-LM calls)."""
+    words = (request.score_text or "").split()
+    scored = tuple(TokenLogprob(token=w, logprob=-1.0) for w in words)
+    return ChatResponse(model="b", choices=(Choice(text=""),), scored=scored, usage=Usage(calls=1))
 
 
 def record() -> LatentRecord:
@@ -105,6 +119,11 @@ def main() -> None:
     backend = FakeBackend(d_model=16, n_layers=2, vocab_size=256)
     coder = FakeCoder.planted(backend, {1: "cat"}, d_sae=4)
     rec = record()
+    # detection_neighbours shows neighbour negatives only: the same negatives, kinded so
+    neighbours = tuple(
+        e.model_copy(update={"kind": ExampleKind.NEIGHBOUR}) for e in rec.non_activating
+    )
+    neighbour_rec = rec.model_copy(update={"non_activating": neighbours})
     rows = []
     explanation = None
     for name in ("maxact", "vocabproj", "tokenchange", "ensemble"):
@@ -116,12 +135,24 @@ def main() -> None:
         if name == "maxact":
             explanation = result
         rows.append((name, llm))
-    for name in ("detection", "fuzzing", "simulation"):
+    for name in (
+        "detection",
+        "fuzzing",
+        "simulation",
+        "generation",
+        "input_eval",
+        "detection_neighbours",
+        "surprisal",
+    ):
         if name not in manager.scorers or explanation is None:
             continue
-        llm = ScriptedProvider(competent_scorer, logprobs=competent_logprobs)
+        llm = ScriptedProvider(competent_writer, logprobs=competent_logprobs)
+        if name == "surprisal":  # a base LM that scores text (the local provider's role)
+            llm = ScriptedProvider(scored_text)
+            llm.capabilities = dataclasses.replace(llm.capabilities, prompt_logprobs=True)
         ctx = MethodContext(backend=backend, coder=coder, providers={"default": llm})
-        asyncio.run(manager.scorers.create(name).score(rec, explanation, ctx))
+        scored = neighbour_rec if name == "detection_neighbours" else rec
+        asyncio.run(manager.scorers.create(name).score(scored, explanation, ctx))
         rows.append((name, llm))
 
     print(
@@ -130,14 +161,19 @@ def main() -> None:
     )
     ratios = []
     for name, llm in rows:
-        prompts = [sum(count(m.content) for m in r.messages) for r in llm.requests]
+        prompts = [
+            sum(count(m.content) for m in r.messages) + count(r.score_text or "")
+            for r in llm.requests
+        ]
         answers = []
         for i, r in enumerate(llm.requests):
             answers.append(
-                count(
+                0  # scoring given text writes nothing
+                if r.score_text is not None
+                else count(
                     competent_explainer(r)
                     if name in ("maxact", "vocabproj", "tokenchange", "ensemble")
-                    else competent_scorer(r)
+                    else competent_writer(r)  # the scorer double for other prompts
                 )
             )
             del i

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saexplain._async import run_sync
-from saexplain.models import ChatRequest, ChatResponse, Choice, RunConfig, Usage
+from saexplain.models import ChatRequest, ChatResponse, Choice, RunConfig, TokenLogprob, Usage
 from saexplain.protocols import CostEstimator, Provider, ProviderCapabilities, TokenCounter
 
 CANNED_ANSWER = "Explanation: the word mentioned in a short placeholder description"
@@ -48,7 +48,9 @@ class CountingProvider:
     def __post_init__(self) -> None:
         self.model = self.real.model
         caps = self.real.capabilities
-        self.capabilities = ProviderCapabilities(logprobs=False, max_n=caps.max_n)
+        self.capabilities = ProviderCapabilities(
+            logprobs=False, max_n=caps.max_n, prompt_logprobs=caps.prompt_logprobs
+        )
 
     def _count(self, text: str) -> int:
         counter = _unwrapped(self.real)
@@ -63,10 +65,16 @@ class CountingProvider:
         c = self.counts.setdefault(method, _Counts())
         prompt = sum(self._count(m.content) for m in request.messages)
         completion = self._count(CANNED_ANSWER) * request.n
+        scored = None
+        if request.score_text is not None:  # scoring given text: it is read, nothing is written
+            prompt += self._count(request.score_text)
+            completion = 0
+            scored = (TokenLogprob(token=request.score_text, logprob=-1.0),)
         c.calls += 1
         c.prompt_tokens += prompt
         c.completion_tokens += completion
         return ChatResponse(
+            scored=scored,
             model=self.model,
             choices=tuple(Choice(text=CANNED_ANSWER) for _ in range(request.n)),
             usage=Usage(prompt_tokens=prompt, completion_tokens=completion, calls=1),

@@ -161,6 +161,11 @@ class Message(Frozen):
     content: str
 
 
+def _unset(value: object) -> bool:
+    """Left out of the serialised form (an optional field added later keeps old keys)."""
+    return value is None
+
+
 class ChatRequest(Frozen):
     """One chat completion request, in provider-neutral form (also the response-cache key)."""
 
@@ -172,6 +177,11 @@ class ChatRequest(Frozen):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Score, not generate: the log-probability of each token of this text as the continuation of
+    # the prompt (the start of the assistant's reply), returned in `ChatResponse.scored`; only
+    # for providers with `ProviderCapabilities.prompt_logprobs`. Left out of the serialised form
+    # when unset, so the cache keys of ordinary requests stay what they were.
+    score_text: str | None = Field(default=None, min_length=1, exclude_if=_unset)
 
 
 class TokenLogprob(Frozen):
@@ -213,6 +223,8 @@ class ChatResponse(Frozen):
     model: str
     choices: tuple[Choice, ...] = Field(min_length=1)
     usage: Usage = Usage()
+    # the tokens of `ChatRequest.score_text` with their log-probabilities (None otherwise)
+    scored: tuple[TokenLogprob, ...] | None = Field(default=None, exclude_if=_unset)
 
     @property
     def text(self) -> str:
@@ -289,6 +301,7 @@ class Score(_Result):
     metrics: dict[str, float | None] = Field(default_factory=dict)
     predictions: tuple[Prediction, ...] = ()
     settings: Settings = Field(default_factory=dict)
+    evidence: dict[str, JsonValue] = Field(default_factory=dict)  # what the score rests on
     usage: Usage = Usage()
 
     @property

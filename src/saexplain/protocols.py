@@ -351,6 +351,8 @@ class ProviderCapabilities:
     logprobs: bool = False
     max_top_logprobs: int = 0
     max_n: int = 1  # the largest `n` served in one call (larger ones are split by the caller)
+    # scores `ChatRequest.score_text` (its tokens' log-probabilities after the prompt)
+    prompt_logprobs: bool = False
 
 
 @runtime_checkable
@@ -362,6 +364,18 @@ class Provider(Protocol):
     capabilities: ProviderCapabilities
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    """Capability of an explainer or scorer that can tell, once the run's components exist and
+    before any collection or LLM call, whether it will be able to run with them (e.g. `surprisal`
+    on a provider without prompt logprobs): the pipeline calls `preflight` while preparing."""
+
+    def preflight(self, ctx: MethodContext) -> None:
+        """Raise a `saexplain.errors.ConfigError` naming what to change if the method cannot run
+        with `ctx`'s backend, coder and providers."""
+        ...
 
 
 @runtime_checkable

@@ -9,7 +9,8 @@
     <run>/explanations.jsonl   one `Explanation` per (latent, explainer, configuration)
     <run>/scores.jsonl         one `Score` per (latent, explainer, scorer, configuration)
     <run>/logs/<latent>.jsonl  prompts and responses, when `log_prompts` is on
-    <run>/flags.json           generic answers many latents share, per explainer
+    <run>/flags.json           generic answers many latents share, per explainer; scores
+                               that gave one answer to every item, per scorer
     <run>/summary.json, <run>/report.html
     <run>/spend.json           money, calls, retries and provider errors of every attempt at the
                                run (the run's `Ledger`): the spend cap covers reruns too

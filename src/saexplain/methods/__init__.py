@@ -8,6 +8,8 @@ What to use for what:
   backend=..., coder=...)` says what the run must build for it (`needs_of` reads it). `ctx` is
   a `MethodContext` (`ctx.provider(role)`, `ctx.backend`, `ctx.coder`, `ctx.seed`). Register it
   from a plugin with `hookimpl` and `register_explainers(register)` / `register_scorers(register)`.
+  A method that can tell before the run whether it can work with the run's components implements
+  `Preflight` (`preflight(ctx)`, raising a `ConfigError`): it runs once, before any work.
 - Results: `Explanation`, `Score` (with `Prediction`s and `Status`), `Usage`; `error_score` for a
   scorer that cannot score; never a sentinel value.
 - Randomness: `latent_seed(ctx, record, purpose)` for every per-latent random choice
@@ -122,6 +124,7 @@ from saexplain.protocols import (
     Clamp,
     MethodContext,
     Needs,
+    Preflight,
     ProbeAndGenerate,
     Provider,
     Replace,
@@ -172,6 +175,7 @@ __all__ = [
     "ParseError",
     "Parsed",
     "Prediction",
+    "Preflight",
     "ProbeAndGenerate",
     "PromptTemplate",
     "Provider",

@@ -2,7 +2,16 @@
 held-out items with the latent's own seed, show them `batch_size` per prompt, parse a 0/1 list
 per batch, and score with balanced accuracy (AUROC from logprobs when the provider gives them).
 
-A subclass sets `name` and `default_prompt` and says how an item is shown (`render_items`).
+A subclass sets `name` and `default_prompt` and says how an item is shown (`render_items`); it
+may limit the negatives it shows to some kinds (`negative_kinds`, e.g. neighbour contexts only).
+Predictions keep the record's item index (scoring examples, then all non-activating examples)
+either way, so reports map them back.
+
+A score whose answered predictions are all the same ("yes" to everything, or "no") says so in
+`evidence["constant_predictions"]` (`"yes"` or `"no"`): such a balanced accuracy reads 0.5 because
+the scorer model did not discriminate, not because the explanation is half right. The run lists
+these scores in `flags.json` and counts them in the summary.
+
 A batch whose call fails or whose answer does not parse turns each of its items into an error
 prediction: excluded from every metric and counted (`n_errors`), never scored as an answer. Such
 a score is partial (`Score.partial`): a resumed run scores it again; all items failing is an
@@ -12,6 +21,7 @@ a score is partial (`Score.partial`): a resumed run scores it again; all items f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -28,6 +38,7 @@ from saexplain.methods.text import one_line_explanation
 from saexplain.metrics import classification_metrics, saebench_accuracy
 from saexplain.models import (
     ChatRequest,
+    ExampleKind,
     Explanation,
     LatentRecord,
     Message,
@@ -42,6 +53,16 @@ from saexplain.providers.cache import discard_cached
 __all__ = ["FIRST_TOKENS", "BinaryScorer"]
 
 FIRST_TOKENS = 3  # answer="first_token" reads at most this many tokens ("[", "1", ...)
+
+
+def _constant_answer(predictions: Sequence[Prediction]) -> bool | None:
+    """The one answer every answered prediction gave (True: all "yes", False: all "no"), or
+    None when the answers differ or fewer than two items were answered (errors are ignored)."""
+    answers = {p.predicted for p in predictions if p.predicted is not None}
+    n_answered = sum(p.predicted is not None for p in predictions)
+    if n_answered < 2 or len(answers) != 1:
+        return None
+    return answers.pop()
 
 
 class BinaryScorer:
@@ -95,6 +116,8 @@ class BinaryScorer:
     name = "binary"
     default_prompt = ""
     needs: ClassVar[Needs] = Needs(provider=True)
+    # the kinds of `record.non_activating` examples shown; None: every kind the record holds
+    negative_kinds: ClassVar[frozenset[ExampleKind] | None] = None
     settings: Settings
 
     def __init__(self, **settings: Any) -> None:
@@ -120,23 +143,17 @@ class BinaryScorer:
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score:
         settings = self.recorded_settings()
+        shown = self.shown_negatives(record)
         problem = input_error(record, explanation)
-        if problem is None and not (record.scoring_examples and record.non_activating):
+        if problem is None and not (record.scoring_examples and shown):
             problem = (
                 f"{self.name} needs activating scoring examples and non-activating examples; "
-                f"the record has {len(record.scoring_examples)} and "
-                f"{len(record.non_activating)}"
+                f"the record has {len(record.scoring_examples)} and {len(shown)}"
             )
         if problem is not None:
             return error_score(record, explanation, self.name, settings, problem)
 
-        seed, rng, items = draw_items(
-            record,
-            ctx,
-            self.name,
-            max_activating=self.settings.max_activating,
-            max_negatives=self.settings.max_negatives,
-        )
+        seed, rng, items = self._draw(record, shown, ctx)
         order = [items[i] for i in rng.permutation(len(items))]
         texts = self.render_items(order, rng, ctx)
         provider = ctx.provider("scorer")
@@ -170,6 +187,36 @@ class BinaryScorer:
             predictions.extend(self._read(outcome, [order[j] for j in batch], use_lp))
         predictions.sort(key=lambda p: p.item)
         return self._result(record, explanation, items, predictions, outcomes, settings)
+
+    def shown_negatives(self, record: LatentRecord) -> list[int]:
+        """Indices into `record.non_activating` of the negatives this scorer may show."""
+        kinds = self.negative_kinds
+        return [i for i, e in enumerate(record.non_activating) if kinds is None or e.kind in kinds]
+
+    def _draw(
+        self, record: LatentRecord, shown: list[int], ctx: MethodContext
+    ) -> tuple[int, np.random.Generator, list[Item]]:
+        """`draw_items` over the shown negatives only, with each item's index mapped back to
+        the whole record (scoring examples, then every non-activating example)."""
+        view = record
+        if len(shown) < len(record.non_activating):
+            negatives = tuple(record.non_activating[i] for i in shown)
+            view = record.model_copy(update={"non_activating": negatives})
+        seed, rng, items = draw_items(
+            view,
+            ctx,
+            self.name,
+            max_activating=self.settings.max_activating,
+            max_negatives=self.settings.max_negatives,
+        )
+        n_pos = len(record.scoring_examples)
+        items = [
+            it
+            if it.index < n_pos
+            else dataclasses.replace(it, index=n_pos + shown[it.index - n_pos])
+            for it in items
+        ]
+        return seed, rng, items
 
     def _request(
         self, explanation: str, texts: Sequence[str], logprobs: bool, top: int
@@ -257,6 +304,11 @@ class BinaryScorer:
         metrics["n_failed_calls"] = float(sum(o.response is None for o in outcomes))
         usage = total_usage(outcomes)
         answered = [p for p in predictions if p.predicted is not None]
+        evidence: dict[str, JsonValue] = {}
+        constant = _constant_answer(answered)
+        if constant is not None:
+            # why the balanced accuracy reads 0.5: the scorer model did not discriminate
+            evidence["constant_predictions"] = "yes" if constant else "no"
         if not answered:
             first = next((p.error for p in predictions if p.error), "no answers")
             return Score(
@@ -278,5 +330,6 @@ class BinaryScorer:
             metrics=metrics,
             predictions=tuple(predictions),
             settings=settings,
+            evidence=evidence,
             usage=usage,
         )

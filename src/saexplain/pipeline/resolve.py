@@ -27,6 +27,8 @@ from saexplain.protocols import (
     Backend,
     Explainer,
     Fingerprinted,
+    MethodContext,
+    Preflight,
     Provider,
     Scorer,
     SparseCoder,
@@ -311,6 +313,16 @@ def manifest(p: Prepared) -> dict[str, Any]:
 # --- all of it ------------------------------------------------------------------------------------
 
 
+def preflight(
+    explainers: Mapping[str, Explainer], scorers: Mapping[str, Scorer], ctx: MethodContext
+) -> None:
+    """Each method's own check that it can run with these components (`Preflight`), before any
+    collection or LLM call: a missing capability fails in seconds, not once per latent."""
+    for method in (*explainers.values(), *scorers.values()):
+        if isinstance(method, Preflight):
+            method.preflight(ctx)
+
+
 def prepare(
     config: RunConfig,
     *,
@@ -353,6 +365,7 @@ def prepare(
     collects = reads_records(explainers, scorers)
     check_latents(config.latents, sparse_coder, collects=collects)
     check_coder_fits(backend, sparse_coder)
+    preflight(explainers, scorers, MethodContext(backend, sparse_coder, provider_map))
     given_data = config.dataset if dataset is None else dataset
     config = config.model_copy(
         update={"fingerprints": fingerprints(backend, sparse_coder, given_data, config)}

@@ -453,7 +453,8 @@ async def explain_and_score(
 
 def write_flags(run_dir: RunDir) -> dict[str, Any]:
     """Flag answers an explainer gave for many latents alike ("en", "a word"): they say nothing
-    about any one latent. Written to `flags.json`; the explanations themselves stay untouched."""
+    about any one latent; and scores whose scorer gave one answer to every item (see `_constant`).
+    Written to `flags.json`; the results themselves stay untouched."""
     from saexplain.explainers.selfexplain import flag_generic
 
     ids = run_dir.method_ids()
@@ -476,9 +477,30 @@ def write_flags(run_dir: RunDir) -> dict[str, Any]:
         if flagged:
             generic[name] = flagged
             log.warning("%s gave %d generic explanations (see flags.json)", name, len(flagged))
-    flags: dict[str, Any] = {"generic": generic}
+    flags: dict[str, Any] = {"generic": generic, "constant_predictions": _constant(run_dir, ids)}
     run_dir.write_json("flags", flags)
     return flags
+
+
+def _constant(run_dir: RunDir, ids: MethodIds | None) -> dict[str, list[dict[str, str]]]:
+    """Per scorer, the scores whose answers were all alike (`evidence["constant_predictions"]`):
+    why a balanced accuracy reads 0.5 (a scorer model answering "yes" to everything)."""
+    latest = {
+        (latent_key(s.latent), s.explainer, s.scorer): s
+        for s in run_dir.scores.read(Score)
+        if ids is None or ids.is_current(s)
+    }
+    out: dict[str, list[dict[str, str]]] = {}
+    for s in latest.values():
+        answer = s.evidence.get("constant_predictions")
+        if s.status is Status.OK and isinstance(answer, str):
+            entry = {"latent": s.latent.key, "explainer": s.explainer, "answer": answer}
+            out.setdefault(s.scorer, []).append(entry)
+    for name, flagged in out.items():
+        log.warning(
+            "%s gave one answer to every item in %d scores (see flags.json)", name, len(flagged)
+        )
+    return dict(sorted(out.items()))
 
 
 def finish_report(run_dir: RunDir) -> RunResults:

@@ -242,9 +242,16 @@ def latent_html(
         )
         for (explainer, scorer), s in res.scores.items():
             n_pred = len(s.predictions)
+            constant = s.evidence.get("constant_predictions")
+            flag = (
+                f' <span class="err" title="the scorer gave one answer to every item">'
+                f"constant: {_e(constant)}</span>"
+                if isinstance(constant, str)
+                else ""
+            )
             parts.append(
                 f"<tr><td>{_e(explainer)}</td><td>{_e(scorer)}</td>"
-                f'<td class="num">{_num(valid_value(s))}</td>'
+                f'<td class="num">{_num(valid_value(s))}{flag}</td>'
                 f"<td>{_status_html(s.status.value, s.error)}</td>"
                 f"<td>{_e(_metrics_text(s.metrics))}</td>"
                 f'<td class="num">{n_pred} ({s.n_errors})</td></tr>'
@@ -280,8 +287,9 @@ def summary_table_html(summary: dict[str, Any]) -> str:
         return '<p class="muted">No scores yet.</p>'
     head = (
         "<table><tr><th>explainer</th><th>scorer</th><th>n</th><th>median</th>"
-        "<th>IQR</th><th>mean [95% CI]</th><th>error rate</th><th>tokens</th>"
-        "<th>cost (USD)</th></tr>"
+        "<th>IQR</th><th>mean [95% CI]</th><th>AUROC median</th>"
+        '<th title="scores whose scorer gave one answer to every item">constant answers</th>'
+        "<th>error rate</th><th>tokens</th><th>cost (USD)</th></tr>"
     )
     rows = []
     for m in methods.values():
@@ -289,11 +297,18 @@ def summary_table_html(summary: dict[str, Any]) -> str:
         mean = _num(m["mean"]) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
         iqr = f"{_num(m['q25'])} - {_num(m['q75'])}" if m["q25"] is not None else "-"
         err = m["error_rate"]
+        auroc = m.get("auroc") or {}
+        auroc_cell = f"{_num(auroc['median'])} (n={auroc['n']})" if auroc.get("n") else "-"
+        constant = m.get("constant_predictions") or {}
+        constant_cell = str(m.get("n_constant") or 0) + (
+            f" ({', '.join(f'{_e(k)}: {n}' for k, n in constant.items())})" if constant else ""
+        )
         rows.append(
             f"<tr><td>{_e(m['explainer'])}</td><td>{_e(m['scorer'])}</td>"
             f'<td class="num">{m["n"]} / {m["n_total"]}</td>'
             f'<td class="num">{_num(m["median"])}</td><td class="num">{iqr}</td>'
-            f'<td class="num">{mean}</td>'
+            f'<td class="num">{mean}</td><td class="num">{auroc_cell}</td>'
+            f'<td class="num">{constant_cell}</td>'
             f'<td class="num">{"-" if err is None else f"{100 * err:.1f}%"}</td>'
             f'<td class="num">{m["usage"]["total_tokens"]}</td>'
             f'<td class="num">{m["usage"]["cost_usd"]:.4f}</td></tr>'

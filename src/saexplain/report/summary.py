@@ -12,6 +12,13 @@ and produced nothing usable) are final, `error` results (an outage, a crash, the
 retried by a rerun. A partial score (ok, but computed from fewer items because some errored)
 counts as a value and in `n_partial`; a resumed run scores it again.
 
+Binary scorers (detection, fuzzing, ...) report two headline metrics: the score's value
+(balanced accuracy) is summarised as above, and `auroc` summarises, the same way, the AUROC of
+each valid score that has one (`metrics["auroc"]`, from P(yes) where the provider gave logprobs).
+`n_constant` counts the valid scores whose answers were all alike
+(`evidence["constant_predictions"]`, split by answer in `constant_predictions`): their balanced
+accuracy reads 0.5 because the scorer model did not discriminate.
+
 `records` counts the records that hold fewer examples than the samplers asked for
 (`LatentRecord.shortfall`), per split, and the examples missing.
 
@@ -24,6 +31,7 @@ its current configuration count; the totals (`usage`) count every line of the ru
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -136,6 +144,8 @@ def summarize(
         scores = [s for s in all_scores if s.explainer == explainer and s.scorer == scorer]
         values = [v for v in (valid_value(s) for s in scores) if v is not None]
         n_err = len(scores) - len(values)
+        valid = [s for s in scores if valid_value(s) is not None]
+        constant = Counter(a for s in valid if (a := _constant_answer(s)) is not None)
         methods[f"{explainer}/{scorer}"] = {
             "explainer": explainer,
             "scorer": scorer,
@@ -144,6 +154,10 @@ def summarize(
             **_by_status(scores),
             "error_rate": n_err / len(scores) if scores else None,
             **describe(values, n_resamples=n_resamples, seed=seed),
+            # the second headline of binary scorers, and why some of their values read 0.5
+            "auroc": describe(_aurocs(valid), n_resamples=n_resamples, seed=seed),
+            "n_constant": sum(constant.values()),
+            "constant_predictions": dict(sorted(constant.items())),
             # answers inside otherwise valid scores that errored (excluded by the scorer)
             "prediction_errors": sum(s.n_errors for s in scores),
             "n_partial": sum(s.partial for s in scores),
@@ -174,6 +188,18 @@ def summarize(
         "provider_calls": results.manifest.get("provider_calls"),
         "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
     }
+
+
+def _aurocs(scores: Sequence[Score]) -> list[float]:
+    """The finite AUROCs of `scores` (binary scorers with per-item probabilities)."""
+    found = (s.metrics.get("auroc") for s in scores)
+    return [a for a in found if a is not None and math.isfinite(a)]
+
+
+def _constant_answer(score: Score) -> str | None:
+    """The one answer a score gave to every item ("yes" or "no"), or None."""
+    answer = score.evidence.get("constant_predictions")
+    return answer if isinstance(answer, str) else None
 
 
 def _shortfalls(results: RunResults) -> dict[str, Any]:

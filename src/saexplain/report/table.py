@@ -3,7 +3,10 @@
 One row per latent. Each explainer gets a text column followed by one column per scorer that
 scored it; a two-line header names the explainer over its group and the scorers below. Texts are
 cut with "..." to fit `width` (the terminal's width by default); missing values are "-", scores
-that errored are "err".
+that errored are "err", and a value whose scorer gave one answer to every item (constant
+predictions, e.g. a balanced accuracy of 0.50 from "yes" everywhere) is starred ("0.50*").
+The summary lines give each method's median and mean, and for binary scorers the median AUROC
+next to them and how many scores had constant predictions.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from saexplain.report.results import LatentResult, RunResults, valid_value
 
 MIN_TEXT = 12  # narrowest explanation column
 SEP = "  "
+CONSTANT_MARK = "*"  # after a value whose scorer gave one answer to every item
 
 
 def _fit(text: str, width: int) -> str:
@@ -32,7 +36,10 @@ def _score_cell(res: LatentResult, explainer: str, scorer: str) -> str:
     if s is None:
         return "-"
     value = valid_value(s)
-    return "err" if value is None else f"{value:.2f}"
+    if value is None:
+        return "err"
+    constant = isinstance(s.evidence.get("constant_predictions"), str)
+    return f"{value:.2f}{CONSTANT_MARK if constant else ''}"
 
 
 def _text_cell(res: LatentResult, explainer: str, first: bool) -> str:
@@ -69,6 +76,11 @@ def format_table(
     for e in explainers:
         groups.append((e, [s for ex, s in methods if ex == e]))
     score_w = {s: max(4, min(len(s), 10)) for _, ss in groups for s in ss}
+    score_cells = {
+        (res.latent, e, s): _score_cell(res, e, s) for res in shown for e, ss in groups for s in ss
+    }
+    for (_, _, s), cell in score_cells.items():
+        score_w[s] = max(score_w[s], len(cell))  # room for a starred value
     fixed = lat_w + sum(len(SEP) + score_w[s] for _, ss in groups for s in ss)
     fixed += len(SEP) * len(groups)
     text_w = max(MIN_TEXT, (width - fixed) // max(1, len(groups))) if groups else 0
@@ -88,7 +100,7 @@ def format_table(
         cells = [latent_label(res).rjust(lat_w)]
         for i, (e, ss) in enumerate(groups):
             group = [_fit(_text_cell(res, e, first=i == 0), text_w)]
-            group += [_score_cell(res, e, s).rjust(score_w[s]) for s in ss]
+            group += [score_cells[res.latent, e, s].rjust(score_w[s]) for s in ss]
             cells.append(SEP.join(group))
         if not groups:
             status = res.status or "-"
@@ -98,6 +110,8 @@ def format_table(
         lines.append(f"... {len(rows) - len(shown)} more latents")
     if not rows:
         lines.append("(no latents yet)")
+    if any(cell.endswith(CONSTANT_MARK) for cell in score_cells.values()):
+        lines.append(f"{CONSTANT_MARK} the scorer gave one answer to every item (see flags.json)")
     if summary and methods:
         lines.append("")
         lines.extend(_summary_lines(results.summary()))
@@ -111,10 +125,15 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
             out.append(f"{name}: no valid scores ({m['n_errors']} errors)")
             continue
         lo, hi = m["mean_ci95"]
+        auroc = m.get("auroc") or {}
+        n_constant = m.get("n_constant") or 0
         out.append(
             f"{name}: median {m['median']:.3f} (IQR {m['q25']:.3f}-{m['q75']:.3f}), "
-            f"mean {m['mean']:.3f} [{lo:.3f}, {hi:.3f}], n={m['n']}, "
-            f"errors {100 * m['error_rate']:.0f}%"
+            f"mean {m['mean']:.3f} [{lo:.3f}, {hi:.3f}], "
+            + (f"AUROC median {auroc['median']:.3f}, " if auroc.get("n") else "")
+            + f"n={m['n']}, "
+            + (f"constant answers {n_constant}, " if n_constant else "")
+            + f"errors {100 * m['error_rate']:.0f}%"
         )
     total = summary["usage"]["total"]
     out.append(

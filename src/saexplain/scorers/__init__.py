@@ -10,8 +10,12 @@ from saexplain.methods import Register, hookimpl
 # Modules that each define `register(register)`, imported only when the registry is first used.
 METHOD_MODULES: tuple[str, ...] = (
     "saexplain.scorers.detection",
+    "saexplain.scorers.detection_neighbours",
     "saexplain.scorers.fuzzing",
+    "saexplain.scorers.generation",
+    "saexplain.scorers.input_eval",
     "saexplain.scorers.simulation",
+    "saexplain.scorers.surprisal",
 )
 
 

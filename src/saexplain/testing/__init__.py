@@ -11,7 +11,7 @@ the places the pieces live:
 - `contracts`: `check_*` contract tests that plugin suites call on their own implementations,
   and `fresh_plugin_manager`;
 - `agreement`: `check_backends_agree` and `check_planted`, across backends;
-- `competent`: provider responders that explain and score like a competent LLM;
+- `competent`: provider responders that explain, score and write texts like a competent LLM;
 - `env`: `set_offline_env`.
 """
 
@@ -28,6 +28,7 @@ from saexplain.testing.competent import (
     competent_logprobs,
     competent_scorer,
     competent_scorer_provider,
+    competent_writer,
     explanation_keywords,
 )
 from saexplain.testing.contracts import (
@@ -66,6 +67,7 @@ __all__ = [
     "competent_logprobs",
     "competent_scorer",
     "competent_scorer_provider",
+    "competent_writer",
     "default_edits",
     "explanation_keywords",
     "failing_every",

@@ -172,3 +172,47 @@ def competent_scorer_provider(*, logprobs: bool = True, **kwargs: Any) -> Script
     return ScriptedProvider(
         competent_scorer, logprobs=competent_logprobs if logprobs else None, **kwargs
     )
+
+
+# --- the writer double (generation, input_eval) ---
+
+_WRITE_TEXTS = re.compile(r"\bWrite (\d+) texts\b")
+_WRITE_SETS = re.compile(r"\bWrite (\d+) activating sentences and (\d+) neutral sentences\b")
+_WRITER_ADJ = ("old", "small", "quiet", "early", "late")
+_WRITER_VERB = ("sat", "ran", "stood", "slept")
+_WRITER_NOUN = ("road", "mat", "garden", "table", "window", "stone")
+
+
+def _written(i: int, keyword: str | None, keywords: Sequence[str]) -> str:
+    """The i-th text: the keyword mid-sentence (never first, where a tokenizer reads it without
+    its leading space), else fillers only; fillers that are keywords are left out."""
+
+    def pick(words: Sequence[str], k: int) -> str:
+        allowed = [w for w in words if w not in keywords] or ["thing"]
+        return allowed[k % len(allowed)]
+
+    adj, verb, noun = pick(_WRITER_ADJ, i), pick(_WRITER_VERB, i), pick(_WRITER_NOUN, i)
+    subject = keyword if keyword is not None else pick(_WRITER_NOUN, i + 3)
+    return f"the {adj} {subject} {verb} by the {noun}"
+
+
+def competent_writer(request: ChatRequest) -> str:
+    """A `ScriptedProvider` responder that writes texts from an explanation like a competent
+    LLM (the `generation` and `input_eval` prompts): texts that should activate the latent use
+    the explanation's keywords (`explanation_keywords`), neutral ones use none. Any other
+    request is answered by `competent_scorer`, so one provider serves every bundled scorer."""
+    user = next(m.content for m in reversed(request.messages) if m.role == "user")
+    described = next(
+        (ln.split(":", 1)[1] for ln in user.splitlines() if ln.startswith("Description:")), ""
+    )
+    keywords = explanation_keywords(described) or ["thing"]
+    if m := _WRITE_SETS.search(user):
+        n_on, n_off = int(m.group(1)), int(m.group(2))
+        on = [f"{i + 1}. {_written(i, keywords[i % len(keywords)], keywords)}" for i in range(n_on)]
+        off = [f"{i + 1}. {_written(i, None, keywords)}" for i in range(n_off)]
+        return "\n".join(["Activating:", *on, "Neutral:", *off])
+    if m := _WRITE_TEXTS.search(user):
+        n = int(m.group(1))
+        lines = [f"{i + 1}. {_written(i, keywords[i % len(keywords)], keywords)}" for i in range(n)]
+        return "\n".join(lines)
+    return competent_scorer(request)

@@ -343,6 +343,12 @@ class LiteLLMProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One attempt at `request`; failures are typed, redacted `ProviderError`s."""
+        if request.score_text is not None:  # chat endpoints return no prompt log-probabilities
+            raise ProviderBadRequestError(
+                "this provider cannot score given text (no prompt logprobs); use the local "
+                "provider or a scorer setting that does not need them",
+                model=self.model,
+            )
         kwargs = self.litellm_kwargs(request)
         key = self._key()
         if key:

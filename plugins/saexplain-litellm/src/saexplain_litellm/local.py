@@ -14,6 +14,9 @@ any local transformers model directory (or a `.gguf` file). Nothing is downloade
   left-padded `generate` call (up to `max_batch` rows); `batch_sizes` records each batch.
 - Logprobs: true log-probabilities of the model (log-softmax of the raw logits, before temperature
   or any sampling filter), with up to 20 alternatives per token.
+- Prompt logprobs: a request with `score_text` generates nothing; the text is tokenized on its
+  own, appended to the rendered prompt, and each of its tokens gets its log-probability given
+  everything before it (one forward pass; `ChatResponse.scored`).
 
 Retries, the response cache and accounting come from saexplain's provider middleware.
 """
@@ -218,9 +221,15 @@ class LocalEngine:
         with self._lock:
             self.load()
             groups: dict[tuple[float, int | None], list[int]] = {}
-            for i, request in enumerate(requests):
-                groups.setdefault((request.temperature, request.seed), []).append(i)
             out: list[ChatResponse | None] = [None] * len(requests)
+            scoring = [i for i, r in enumerate(requests) if r.score_text is not None]
+            if scoring:
+                answered = self._score([requests[i] for i in scoring])
+                for i, answer in zip(scoring, answered, strict=True):
+                    out[i] = answer
+            for i, request in enumerate(requests):
+                if request.score_text is None:
+                    groups.setdefault((request.temperature, request.seed), []).append(i)
             for (temperature, seed), members in groups.items():
                 answers = self._generate([requests[i] for i in members], temperature, seed)
                 for i, answer in zip(members, answers, strict=True):
@@ -291,6 +300,47 @@ class LocalEngine:
                         cost_usd=0.0,
                         calls=1,
                     ),
+                )
+            )
+        return responses
+
+    def _score(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Log-probabilities of each request's `score_text` after its rendered prompt: one
+        right-padded forward pass (right padding leaves every real position's logits as they
+        are alone)."""
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        rows: list[tuple[list[int], list[int]]] = []
+        for request in requests:
+            prompt = tok(self.render(request), add_special_tokens=False)["input_ids"]
+            text = tok(request.score_text, add_special_tokens=False)["input_ids"]
+            rows.append((list(prompt), list(text)))
+        width = max(len(p) + len(t) for p, t in rows)
+        ids = torch.full((len(rows), width), int(tok.pad_token_id), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (prompt, text) in enumerate(rows):
+            ids[r, : len(prompt) + len(text)] = torch.tensor(prompt + text)
+            mask[r, : len(prompt) + len(text)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+        logp = torch.log_softmax(logits.logits.float(), dim=-1)
+        responses = []
+        for r, (prompt, text) in enumerate(rows):
+            scored = tuple(
+                TokenLogprob(
+                    token=tok.decode([token_id]),
+                    # the token at position p is predicted by the logits at p - 1
+                    logprob=float(logp[r, len(prompt) + k - 1, token_id]),
+                )
+                for k, token_id in enumerate(text)
+            )
+            responses.append(
+                ChatResponse(
+                    model=self.name_or_path,
+                    choices=(Choice(text="", finish_reason="scored"),),
+                    scored=scored,
+                    usage=Usage(prompt_tokens=len(prompt) + len(text), calls=1),
                 )
             )
         return responses
@@ -382,7 +432,9 @@ class LocalProvider:
         batch_wait_s: float = 0.01,
     ) -> None:
         self.model = model
-        self.capabilities = ProviderCapabilities(logprobs=True, max_top_logprobs=20, max_n=8)
+        self.capabilities = ProviderCapabilities(
+            logprobs=True, max_top_logprobs=20, max_n=8, prompt_logprobs=True
+        )
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.engine = LocalEngine(model, device=device, dtype=dtype)
