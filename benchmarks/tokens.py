@@ -143,13 +143,17 @@ def main() -> None:
         "input_eval",
         "detection_neighbours",
         "surprisal",
+        "intervention",
+        "output_eval",
     ):
         if name not in manager.scorers or explanation is None:
             continue
         llm = ScriptedProvider(competent_writer, logprobs=competent_logprobs)
-        if name == "surprisal":  # a base LM that scores text (the local provider's role)
+        if name in ("surprisal", "intervention"):  # scores text (the local provider's role)
             llm = ScriptedProvider(scored_text)
             llm.capabilities = dataclasses.replace(llm.capabilities, prompt_logprobs=True)
+        if name == "output_eval":  # a judge naming one of the sets
+            llm = ScriptedProvider(lambda r: "Answer: 1")
         ctx = MethodContext(backend=backend, coder=coder, providers={"default": llm})
         scored = neighbour_rec if name == "detection_neighbours" else rec
         asyncio.run(manager.scorers.create(name).score(scored, explanation, ctx))
@@ -170,6 +174,8 @@ def main() -> None:
             answers.append(
                 0  # scoring given text writes nothing
                 if r.score_text is not None
+                else count("Answer: 1")
+                if name == "output_eval"
                 else count(
                     competent_explainer(r)
                     if name in ("maxact", "vocabproj", "tokenchange", "ensemble")

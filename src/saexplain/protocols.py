@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -417,6 +418,9 @@ class MethodContext:
     store: Any = None
     seed: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # a folder of the run where a method may cache what it computed (the pipeline gives
+    # `<run>/cache`); None outside a run: cache in memory or not at all
+    work_dir: Path | None = None
 
     def provider(self, role: str = "explainer") -> Provider:
         """The provider for a role ("explainer", "scorer", ...); falls back to "default"."""

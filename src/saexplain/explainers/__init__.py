@@ -12,6 +12,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "saexplain.explainers.maxact",
     "saexplain.explainers.vocabproj",
     "saexplain.explainers.tokenchange",
+    "saexplain.explainers.intervention",
     "saexplain.explainers.ensemble",
     "saexplain.explainers.selfexplain",
     "saexplain.explainers.given",

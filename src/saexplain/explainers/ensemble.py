@@ -5,6 +5,10 @@
   paper found this beats every single method on both input and output evaluations.
 - `mode="concat"`: run the component explainers separately and join their descriptions.
 
+`intervention` (clean and intervened continuations at a calibrated strength) is a fourth
+evidence source, left out by default (it generates text with the subject model): add it to
+`components`.
+
 Each component takes its own settings (`maxact={...}`, `vocabproj={...}`, `tokenchange={...}`);
 `components` picks a subset.
 """
@@ -17,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, JsonValue, field_validator
 
+from saexplain.explainers.intervention import Intervention
 from saexplain.explainers.maxact import MaxAct
 from saexplain.explainers.tokenchange import TokenChange
 from saexplain.explainers.vocabproj import VocabProj
@@ -40,8 +45,9 @@ COMPONENTS: dict[str, type[LLMExplainer]] = {
     "maxact": MaxAct,
     "vocabproj": VocabProj,
     "tokenchange": TokenChange,
+    "intervention": Intervention,
 }
-Component = Literal["maxact", "vocabproj", "tokenchange"]
+Component = Literal["maxact", "vocabproj", "tokenchange", "intervention"]
 
 
 class Ensemble(LLMExplainer):
@@ -65,12 +71,15 @@ class Ensemble(LLMExplainer):
             ["maxact", "vocabproj", "tokenchange"],
             min_length=1,
             strict=False,  # a tuple of names is fine
-            description="which methods to combine",
+            description='which methods to combine (`"intervention"` too, when added)',
         )
         maxact: dict[str, Any] | None = Field(None, description="settings of the maxact part")
         vocabproj: dict[str, Any] | None = Field(None, description="settings of the vocabproj part")
         tokenchange: dict[str, Any] | None = Field(
             None, description="settings of the tokenchange part"
+        )
+        intervention: dict[str, Any] | None = Field(
+            None, description="settings of the intervention part"
         )
         separator: str = Field("; ", description="joins the descriptions in `concat` mode")
 

@@ -11,7 +11,8 @@ What to use for what:
   A method that can tell before the run whether it can work with the run's components implements
   `Preflight` (`preflight(ctx)`, raising a `ConfigError`): it runs once, before any work.
 - Results: `Explanation`, `Score` (with `Prediction`s and `Status`), `Usage`; `error_score` for a
-  scorer that cannot score; never a sentinel value.
+  scorer that cannot score, `final_score` once its calls are done (a value, or why there is
+  none: ERROR when nothing was answered, FAILED otherwise); never a sentinel value.
 - Randomness: `latent_seed(ctx, record, purpose)` for every per-latent random choice
   (`derive_seed` for other stable seeds).
 - Model work: `run_model(ctx.backend, fn, ...)` runs it off the event loop under the backend's
@@ -37,6 +38,10 @@ What to use for what:
   `value_mass`; they raise `ParseError`.
 - Reading the subject model: `require_model`, `to_numpy`, `logit_lens`, `top_tokens`
   (`TokenScore`); edits `Clamp`, `Add`, `Replace` on a `TokenBatch`.
+- Intervening at equal strength (output-side methods): `calibrate` finds the clamp value or
+  steering scale reaching a target mean KL over `NEUTRAL_PROMPTS` (a `Strength`, cached in
+  `ctx.work_dir`; `mean_kl` measures one edit), `generate_pairs` gives clean and intervened
+  continuations of the same prompts.
 - Metrics: `classification_metrics`, `auroc`, `pearson`, `saebench_accuracy`.
 - Settings: declare them as a `MethodSettings` subclass named `Settings` in the method class
   (fields with defaults, bounds and a `description`), build with `Settings.parse(name, kwargs)`
@@ -60,7 +65,21 @@ from saexplain.errors import (
 )
 from saexplain.hookspecs import Register, hookimpl
 from saexplain.methods.classify import FIRST_TOKENS, BinaryScorer
-from saexplain.methods.items import Item, draw_items, error_score, input_error, select_items
+from saexplain.methods.interventions import (
+    NEUTRAL_PROMPTS,
+    Strength,
+    calibrate,
+    generate_pairs,
+    mean_kl,
+)
+from saexplain.methods.items import (
+    Item,
+    draw_items,
+    error_score,
+    final_score,
+    input_error,
+    select_items,
+)
 from saexplain.methods.llm import (
     Evidence,
     EvidenceUnavailable,
@@ -145,6 +164,7 @@ from saexplain.render import (
 
 __all__ = [
     "FIRST_TOKENS",
+    "NEUTRAL_PROMPTS",
     "STYLE_MAX_WORDS",
     "Add",
     "Backend",
@@ -187,6 +207,7 @@ __all__ = [
     "Settings",
     "SparseCoder",
     "Status",
+    "Strength",
     "Style",
     "TokenBatch",
     "TokenLogprob",
@@ -196,6 +217,7 @@ __all__ = [
     "auroc",
     "bos_id",
     "bound_explanation",
+    "calibrate",
     "call",
     "check_prompt",
     "classification_metrics",
@@ -207,7 +229,9 @@ __all__ = [
     "draw_items",
     "error_score",
     "expected_value",
+    "final_score",
     "first_shown",
+    "generate_pairs",
     "highlight",
     "hookimpl",
     "input_error",
@@ -215,6 +239,7 @@ __all__ = [
     "load_prompt",
     "logit_lens",
     "marked",
+    "mean_kl",
     "model_lock",
     "needs_of",
     "neutralise",

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
 from saexplain.errors import ParseError
-from saexplain.methods.items import Item, draw_items, error_score, input_error
+from saexplain.methods.items import Item, draw_items, error_score, final_score, input_error
 from saexplain.methods.llm import Outcome, call, total_usage
 from saexplain.methods.parsing import p_one, parse_binary, token_at_offsets
 from saexplain.methods.settings import MethodSettings
@@ -44,7 +44,6 @@ from saexplain.models import (
     Message,
     Prediction,
     Score,
-    Status,
 )
 from saexplain.prompts import load_prompt
 from saexplain.protocols import MethodContext, Needs
@@ -309,27 +308,17 @@ class BinaryScorer:
         if constant is not None:
             # why the balanced accuracy reads 0.5: the scorer model did not discriminate
             evidence["constant_predictions"] = "yes" if constant else "no"
-        if not answered:
-            first = next((p.error for p in predictions if p.error), "no answers")
-            return Score(
-                latent=record.latent,
-                scorer=self.name,
-                explainer=explanation.explainer,
-                status=Status.ERROR,
-                error=f"all {len(predictions)} items failed; first error: {first}",
-                metrics=metrics,
-                predictions=tuple(predictions),
-                settings=settings,
-                usage=usage,
-            )
-        return Score(
-            latent=record.latent,
-            scorer=self.name,
-            explainer=explanation.explainer,
-            value=metrics["balanced_accuracy"],
+        first = next((p.error for p in predictions if p.error), "no answers")
+        return final_score(
+            record,
+            explanation,
+            self.name,
+            value=metrics["balanced_accuracy"] if answered else None,
+            answered=bool(answered),
+            why_no_value=f"all {len(predictions)} items failed; first error: {first}",
             metrics=metrics,
-            predictions=tuple(predictions),
+            predictions=predictions,
             settings=settings,
-            evidence=evidence,
             usage=usage,
+            evidence=evidence,
         )

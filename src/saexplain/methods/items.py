@@ -7,15 +7,33 @@ disjoint is checked by `LatentRecord` itself, when the record is built.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import JsonValue
 
 from saexplain.methods.seeds import latent_seed
-from saexplain.models import Example, Explanation, LatentRecord, Score, Settings, Status
+from saexplain.models import (
+    Example,
+    Explanation,
+    LatentRecord,
+    Prediction,
+    Score,
+    Settings,
+    Status,
+    Usage,
+)
 from saexplain.protocols import MethodContext
 
-__all__ = ["Item", "draw_items", "error_score", "input_error", "select_items"]
+__all__ = [
+    "Item",
+    "draw_items",
+    "error_score",
+    "final_score",
+    "input_error",
+    "select_items",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,42 @@ def error_score(
         status=Status.ERROR,
         error=message,
         settings=settings,
+    )
+
+
+def final_score(
+    record: LatentRecord,
+    explanation: Explanation,
+    scorer: str,
+    *,
+    value: float | None,
+    answered: bool,
+    why_no_value: str,
+    metrics: Mapping[str, float | None],
+    predictions: Sequence[Prediction],
+    settings: Settings,
+    usage: Usage,
+    evidence: Mapping[str, JsonValue] | None = None,
+) -> Score:
+    """The score a scorer returns once its calls are done: `value` when there is one; without
+    one, `why_no_value` with status ERROR when nothing was answered (an outage: a rerun retries
+    it) or FAILED when answers came but give no value (final)."""
+    outcome: dict[str, object] = {"value": value}
+    if value is None:
+        status = Status.FAILED if answered else Status.ERROR
+        outcome = {"status": status, "error": why_no_value}
+    return Score.model_validate(
+        {
+            "latent": record.latent,
+            "scorer": scorer,
+            "explainer": explanation.explainer,
+            **outcome,
+            "metrics": dict(metrics),
+            "predictions": tuple(predictions),
+            "settings": settings,
+            "evidence": dict(evidence or {}),
+            "usage": usage,
+        }
     )
 
 

@@ -355,6 +355,7 @@ async def explain_and_score(
             providers=providers,
             store=store,
             seed=derive_seed(p.config.seed, record.latent.key),
+            work_dir=p.run_dir.path / "cache",
         )
 
     def finished(result: Explanation | Score) -> None:

@@ -19,6 +19,10 @@ each valid score that has one (`metrics["auroc"]`, from P(yes) where the provide
 (`evidence["constant_predictions"]`, split by answer in `constant_predictions`): their balanced
 accuracy reads 0.5 because the scorer model did not discriminate.
 
+Scorers that intervene at calibrated strengths (`intervention`) name metrics `kl=<target>/<name>`;
+`by_target` summarises each (n, mean, its interval), so the score stands beside its baselines
+(`random_latents`, `decoys`) and the share of latents whose target was reached, per target KL.
+
 `records` counts the records that hold fewer examples than the samplers asked for
 (`LatentRecord.shortfall`), per split, and the examples missing.
 
@@ -161,6 +165,8 @@ def summarize(
             # answers inside otherwise valid scores that errored (excluded by the scorer)
             "prediction_errors": sum(s.n_errors for s in scores),
             "n_partial": sum(s.partial for s in scores),
+            # output-side scorers (`intervention`): the score beside its baselines, per target KL
+            "by_target": _by_target(valid, n_resamples=n_resamples, seed=seed),
             "usage": usage_dict(
                 s.usage for s in score_lines if (s.explainer, s.scorer) == (explainer, scorer)
             ),
@@ -194,6 +200,22 @@ def _aurocs(scores: Sequence[Score]) -> list[float]:
     """The finite AUROCs of `scores` (binary scorers with per-item probabilities)."""
     found = (s.metrics.get("auroc") for s in scores)
     return [a for a in found if a is not None and math.isfinite(a)]
+
+
+def _by_target(scores: Sequence[Score], *, n_resamples: int, seed: int) -> dict[str, Any]:
+    """Metrics named `kl=<target>/<name>` (a score and its baselines at one intervention
+    strength), summarised per target and name: n, mean and its bootstrap interval."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for score in scores:
+        for key, v in score.metrics.items():
+            target, sep, name = key.partition("/")
+            if sep and target.startswith("kl=") and v is not None and math.isfinite(v):
+                found.setdefault(target, {}).setdefault(name, []).append(v)
+    out: dict[str, Any] = {}
+    for target, names in sorted(found.items()):
+        stats = {n: describe(v, n_resamples=n_resamples, seed=seed) for n, v in names.items()}
+        out[target] = {n: {k: d[k] for k in ("n", "mean", "mean_ci95")} for n, d in stats.items()}
+    return out
 
 
 def _constant_answer(score: Score) -> str | None:

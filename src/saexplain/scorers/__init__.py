@@ -14,6 +14,8 @@ METHOD_MODULES: tuple[str, ...] = (
     "saexplain.scorers.fuzzing",
     "saexplain.scorers.generation",
     "saexplain.scorers.input_eval",
+    "saexplain.scorers.intervention",
+    "saexplain.scorers.output_eval",
     "saexplain.scorers.simulation",
     "saexplain.scorers.surprisal",
 )

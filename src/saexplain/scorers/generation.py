@@ -11,44 +11,23 @@ and the score is an error, so a rerun asks again. Texts written twice count once
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
-
-from pydantic import Field, JsonValue
+from pydantic import Field
 
 from saexplain.methods import (
-    ChatRequest,
     Explanation,
     LatentRecord,
-    Message,
     MethodContext,
-    MethodSettings,
-    Needs,
     Prediction,
     Register,
-    SaexplainError,
     Score,
-    call,
-    discard_cached,
-    error_score,
-    input_error,
-    load_prompt,
-    one_line_explanation,
-    total_usage,
 )
-from saexplain.scorers.written import (
-    dedupe,
-    error_after_call,
-    model_problem,
-    numbered_groups,
-    text_activations,
-)
+from saexplain.scorers.written import WritingScorer, WritingSettings, dedupe, numbered_groups
 
 
-class GenerationScorer:
+class GenerationScorer(WritingScorer):
     """Generation: the fraction of LLM-written texts on which the latent fires."""
 
-    class Settings(MethodSettings):
+    class Settings(WritingSettings):
         """The generation scorer's settings."""
 
         n_texts: int = Field(10, ge=1, le=50, description="texts the scorer LLM writes")
@@ -59,67 +38,27 @@ class GenerationScorer:
             description="a text counts when the latent's largest activation on it is above "
             "threshold x the latent's max activation in the store; `0`: any activation",
         )
-        max_length: int = Field(
-            64, ge=2, description="token cap of each text for the subject model (BOS included)"
-        )
-        temperature: float = Field(
-            0.0, ge=0.0, le=2.0, description="sampling temperature of the writing call"
-        )
-        max_tokens: int = Field(1000, ge=16, description="completion budget of the writing call")
-        prompt: str | Path | None = Field(
-            None, description='a bundled prompt name or a TOML path; `None`: "generation"'
-        )
 
     name = "generation"
-    needs: ClassVar[Needs] = Needs(provider=True, backend=True, coder=True)
+    settings: Settings
 
-    def __init__(self, **settings: Any) -> None:
-        self.settings = self.Settings.parse(self.name, settings)
-        self.prompt = load_prompt(self.settings.prompt or "generation")
-
-    def recorded_settings(self) -> dict[str, JsonValue]:
-        """The declared settings, with the prompt by `name@version`."""
-        return self.settings.model_dump(mode="json") | {"prompt": self.prompt.id}
-
-    def request(self, explanation: Explanation) -> ChatRequest:
-        n = self.settings.n_texts
-        user = self.prompt.render_user(explanation=one_line_explanation(explanation), n=n)
-        return ChatRequest(
-            messages=(
-                Message(role="system", content=self.prompt.render_system(n=n)),
-                Message(role="user", content=user),
-            ),
-            temperature=self.settings.temperature,
-            max_tokens=self.settings.max_tokens,
-        )
+    def prompt_counts(self) -> dict[str, int]:
+        return {"n": self.settings.n_texts}
 
     async def score(
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score:
-        settings = self.recorded_settings()
-        # every check before the LLM is paid: nothing to compare with is an error, not a zero
-        problem = input_error(record, explanation) or model_problem(record, ctx, self.name)
-        if problem is not None:
-            return error_score(record, explanation, self.name, settings, problem)
-
-        outcome = await call(ctx, self.request(explanation))
-        usage = total_usage([outcome])
-        if outcome.response is None:
-            message = outcome.error or "provider call failed"
-            return error_score(record, explanation, self.name, settings, message)
-        written = [t for g in numbered_groups(outcome.response.text) for t in g.items]
+        answer = await self.ask(record, explanation, ctx)
+        if isinstance(answer, Score):
+            return answer
+        written = [t for g in numbered_groups(answer.response.text) for t in g.items]
         texts = dedupe(written)[: self.settings.n_texts]
         if not texts:
-            discard_cached(outcome.response)  # a rerun asks again instead of replaying it
             problem = "ParseError: the answer has no numbered list of texts"
-            return error_after_call(record, explanation, self.name, settings, problem, usage)
-        try:
-            acts = await text_activations(
-                ctx, record.latent.index, texts, max_length=self.settings.max_length
-            )
-        except SaexplainError as e:  # the backend refused the texts
-            problem = f"{type(e).__name__}: {e}"
-            return error_after_call(record, explanation, self.name, settings, problem, usage)
+            return self.unreadable(record, explanation, answer, problem)
+        acts = await self.read(record, explanation, ctx, texts, answer)
+        if isinstance(acts, Score):
+            return acts
 
         latent_max = record.stats.max
         cut = self.settings.threshold * latent_max
@@ -145,9 +84,9 @@ class GenerationScorer:
                 "latent_max": latent_max,
             },
             predictions=predictions,
-            settings=settings,
+            settings=answer.settings,
             evidence={"texts": [a.json(latent_max) for a in acts]},
-            usage=usage,
+            usage=answer.usage,
         )
 
 

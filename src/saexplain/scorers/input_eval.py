@@ -14,40 +14,25 @@ response cache and the score is an error, so a rerun asks again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, ClassVar
 
-from pydantic import Field, JsonValue
+from pydantic import Field
 
 from saexplain.methods import (
-    ChatRequest,
     Explanation,
     LatentRecord,
-    Message,
     MethodContext,
-    MethodSettings,
-    Needs,
     ParseError,
     Prediction,
     Register,
-    SaexplainError,
     Score,
-    call,
     classification_metrics,
-    discard_cached,
-    error_score,
-    input_error,
-    load_prompt,
-    one_line_explanation,
-    total_usage,
 )
 from saexplain.scorers.written import (
     Group,
+    WritingScorer,
+    WritingSettings,
     dedupe,
-    error_after_call,
-    model_problem,
     numbered_groups,
-    text_activations,
 )
 
 
@@ -76,10 +61,10 @@ def split_sets(groups: Sequence[Group]) -> tuple[list[str], list[str]]:
     return dedupe(first.items), dedupe(second.items)
 
 
-class InputEvalScorer:
+class InputEvalScorer(WritingScorer):
     """Input-based evaluation: is the latent more active on sentences written to activate it?"""
 
-    class Settings(MethodSettings):
+    class Settings(WritingSettings):
         """The input_eval scorer's settings."""
 
         n_activating: int = Field(
@@ -93,70 +78,28 @@ class InputEvalScorer:
             description="for the per-sentence predictions only: a sentence fires when the "
             "latent's largest activation on it is above threshold x its max in the store",
         )
-        max_length: int = Field(
-            64, ge=2, description="token cap of each sentence for the subject model (BOS included)"
-        )
-        temperature: float = Field(
-            0.0, ge=0.0, le=2.0, description="sampling temperature of the writing call"
-        )
-        max_tokens: int = Field(1000, ge=16, description="completion budget of the writing call")
-        prompt: str | Path | None = Field(
-            None, description='a bundled prompt name or a TOML path; `None`: "input_eval"'
-        )
 
     name = "input_eval"
-    needs: ClassVar[Needs] = Needs(provider=True, backend=True, coder=True)
+    settings: Settings
 
-    def __init__(self, **settings: Any) -> None:
-        self.settings = self.Settings.parse(self.name, settings)
-        self.prompt = load_prompt(self.settings.prompt or "input_eval")
-
-    def recorded_settings(self) -> dict[str, JsonValue]:
-        """The declared settings, with the prompt by `name@version`."""
-        return self.settings.model_dump(mode="json") | {"prompt": self.prompt.id}
-
-    def request(self, explanation: Explanation) -> ChatRequest:
-        counts = {"n_activating": self.settings.n_activating, "n_neutral": self.settings.n_neutral}
-        user = self.prompt.render_user(explanation=one_line_explanation(explanation), **counts)
-        return ChatRequest(
-            messages=(
-                Message(role="system", content=self.prompt.render_system(**counts)),
-                Message(role="user", content=user),
-            ),
-            temperature=self.settings.temperature,
-            max_tokens=self.settings.max_tokens,
-        )
+    def prompt_counts(self) -> dict[str, int]:
+        return {"n_activating": self.settings.n_activating, "n_neutral": self.settings.n_neutral}
 
     async def score(
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score:
-        settings = self.recorded_settings()
-        # every check before the LLM is paid
-        problem = input_error(record, explanation) or model_problem(record, ctx, self.name)
-        if problem is not None:
-            return error_score(record, explanation, self.name, settings, problem)
-
-        outcome = await call(ctx, self.request(explanation))
-        usage = total_usage([outcome])
-        if outcome.response is None:
-            message = outcome.error or "provider call failed"
-            return error_score(record, explanation, self.name, settings, message)
+        answer = await self.ask(record, explanation, ctx)
+        if isinstance(answer, Score):
+            return answer
         try:
-            activating, neutral = split_sets(numbered_groups(outcome.response.text))
+            activating, neutral = split_sets(numbered_groups(answer.response.text))
         except ParseError as e:
-            discard_cached(outcome.response)  # a rerun asks again instead of replaying it
-            return error_after_call(
-                record, explanation, self.name, settings, f"ParseError: {e}", usage
-            )
+            return self.unreadable(record, explanation, answer, f"ParseError: {e}")
         activating = activating[: self.settings.n_activating]
         neutral = neutral[: self.settings.n_neutral]
-        try:
-            acts = await text_activations(
-                ctx, record.latent.index, activating + neutral, max_length=self.settings.max_length
-            )
-        except SaexplainError as e:  # the backend refused the sentences
-            problem = f"{type(e).__name__}: {e}"
-            return error_after_call(record, explanation, self.name, settings, problem, usage)
+        acts = await self.read(record, explanation, ctx, activating + neutral, answer)
+        if isinstance(acts, Score):
+            return acts
 
         latent_max = record.stats.max
         on, off = acts[: len(activating)], acts[len(activating) :]
@@ -188,12 +131,12 @@ class InputEvalScorer:
                 "latent_max": latent_max,
             },
             predictions=tuple(predictions),
-            settings=settings,
+            settings=answer.settings,
             evidence={
                 "activating": [a.json(latent_max) for a in on],
                 "neutral": [a.json(latent_max) for a in off],
             },
-            usage=usage,
+            usage=answer.usage,
         )
 
 

@@ -45,7 +45,6 @@ from saexplain.methods import (
     Prediction,
     Register,
     Score,
-    Status,
     bos_id,
     call,
     classification_metrics,
@@ -54,6 +53,7 @@ from saexplain.methods import (
     draw_items,
     error_score,
     expected_value,
+    final_score,
     first_shown,
     input_error,
     load_prompt,
@@ -343,31 +343,19 @@ class SimulationScorer:
             "sequence_auroc": seq["auroc"],
         }
         usage = total_usage(outcomes)
-        if correlation is None:
-            first = next((p.error for p in predictions if p.error), None)
-            reason = (
-                f"all {len(items)} sequences failed; first error: {first}"
-                if seq["n_answered"] == 0
-                else "the correlation is undefined (true activations constant on answered tokens)"
-            )
-            return Score(
-                latent=record.latent,
-                scorer=self.name,
-                explainer=explanation.explainer,
-                status=Status.ERROR if seq["n_answered"] == 0 else Status.FAILED,
-                error=reason,
-                metrics=metrics,
-                predictions=tuple(predictions),
-                settings=settings,
-                usage=usage,
-            )
-        return Score(
-            latent=record.latent,
-            scorer=self.name,
-            explainer=explanation.explainer,
+        first = next((p.error for p in predictions if p.error), None)
+        answered = bool(seq["n_answered"])
+        return final_score(
+            record,
+            explanation,
+            self.name,
             value=correlation,
+            answered=answered,
+            why_no_value=f"all {len(items)} sequences failed; first error: {first}"
+            if not answered
+            else "the correlation is undefined (true activations constant on answered tokens)",
             metrics=metrics,
-            predictions=tuple(predictions),
+            predictions=predictions,
             settings=settings,
             usage=usage,
         )

@@ -52,7 +52,6 @@ from saexplain.methods import (
     PromptTemplate,
     Register,
     Score,
-    Status,
     TokenBatch,
     auroc,
     bos_id,
@@ -62,6 +61,7 @@ from saexplain.methods import (
     discard_cached,
     draw_items,
     error_score,
+    final_score,
     first_shown,
     input_error,
     load_prompt,
@@ -354,35 +354,21 @@ class SurprisalScorer:
         }
         usage = total_usage(outcomes)
         evidence["gains"] = [None if g is None else round(g, 4) for g in gains]  # items' order
-        if value is None:
-            first = next((e for e in errors if e), None)
-            reason = (
-                f"all {len(items)} contexts failed; first error: {first}"
-                if not answered
-                else "the answered contexts are all activating or all non-activating"
-            )
-            return Score(
-                latent=record.latent,
-                scorer=self.name,
-                explainer=explanation.explainer,
-                status=Status.ERROR if not answered else Status.FAILED,
-                error=reason,
-                metrics=metrics,
-                predictions=tuple(predictions),
-                settings=settings,
-                evidence=evidence,
-                usage=usage,
-            )
-        return Score(
-            latent=record.latent,
-            scorer=self.name,
-            explainer=explanation.explainer,
+        first = next((e for e in errors if e), None)
+        return final_score(
+            record,
+            explanation,
+            self.name,
             value=value,
+            answered=bool(answered),
+            why_no_value=f"all {len(items)} contexts failed; first error: {first}"
+            if not answered
+            else "the answered contexts are all activating or all non-activating",
             metrics=metrics,
-            predictions=tuple(predictions),
+            predictions=predictions,
             settings=settings,
-            evidence=evidence,
             usage=usage,
+            evidence=evidence,
         )
 
 

@@ -16,30 +16,48 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import JsonValue
+from pydantic import Field, JsonValue
 
 from saexplain.methods import (
     Backend,
+    ChatRequest,
+    ChatResponse,
     EvidenceUnavailable,
     Explanation,
     LatentRecord,
+    Message,
     MethodContext,
+    MethodSettings,
+    Needs,
+    SaexplainError,
     Score,
     Settings,
     SparseCoder,
     Status,
     Usage,
+    call,
     clean_token,
+    discard_cached,
+    error_score,
+    input_error,
+    load_prompt,
+    one_line_explanation,
     require_model,
     run_model,
     to_numpy,
+    total_usage,
 )
 
 __all__ = [
+    "Answer",
     "Group",
     "TextActivation",
+    "WritingScorer",
+    "WritingSettings",
     "dedupe",
     "error_after_call",
     "model_problem",
@@ -211,3 +229,110 @@ async def text_activations(
         return []
     backend, coder = require_model(ctx, "text_activations")
     return await run_model(backend, _activations, backend, coder, latent, texts, max_length)
+
+
+# --- the scorers' shared flow ---------------------------------------------------------------
+
+
+class WritingSettings(MethodSettings):
+    """Settings every writing scorer has: how the texts are written and read by the model."""
+
+    max_length: int = Field(
+        64, ge=2, description="token cap of each text for the subject model (BOS included)"
+    )
+    temperature: float = Field(
+        0.0, ge=0.0, le=2.0, description="sampling temperature of the writing call"
+    )
+    max_tokens: int = Field(1000, ge=16, description="completion budget of the writing call")
+    prompt: str | Path | None = Field(
+        None, description="a bundled prompt name or a TOML path; `None`: the scorer's own prompt"
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The writing call's answer, what it cost, and the settings the score records."""
+
+    response: ChatResponse
+    usage: Usage
+    settings: Settings
+
+
+class WritingScorer:
+    """Base of the scorers whose LLM (the "scorer" role) writes texts from the explanation that
+    the subject model then reads: settings, the prompt, the writing call, reading the texts.
+    Subclasses say what the prompt is told (`prompt_counts`) and score the texts."""
+
+    Settings: ClassVar[type[WritingSettings]] = WritingSettings
+    name: ClassVar[str] = "writing"
+    needs: ClassVar[Needs] = Needs(provider=True, backend=True, coder=True)
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings.parse(self.name, settings)
+        self.prompt = load_prompt(self.settings.prompt or self.name)
+
+    def recorded_settings(self) -> dict[str, JsonValue]:
+        """The declared settings, with the prompt by `name@version`."""
+        return self.settings.model_dump(mode="json") | {"prompt": self.prompt.id}
+
+    def prompt_counts(self) -> dict[str, int]:
+        """How many texts of each kind the prompt asks for (its placeholders)."""
+        raise NotImplementedError
+
+    def request(self, explanation: Explanation) -> ChatRequest:
+        counts = self.prompt_counts()
+        user = self.prompt.render_user(explanation=one_line_explanation(explanation), **counts)
+        return ChatRequest(
+            messages=(
+                Message(role="system", content=self.prompt.render_system(**counts)),
+                Message(role="user", content=user),
+            ),
+            temperature=self.settings.temperature,
+            max_tokens=self.settings.max_tokens,
+        )
+
+    async def ask(
+        self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
+    ) -> Answer | Score:
+        """The writing call's answer, or the error score: every check comes before the LLM is
+        paid (nothing to compare with is an error, not a zero)."""
+        settings = self.recorded_settings()
+        problem = input_error(record, explanation) or model_problem(record, ctx, self.name)
+        if problem is not None:
+            return error_score(record, explanation, self.name, settings, problem)
+        outcome = await call(ctx, self.request(explanation))
+        usage = total_usage([outcome])
+        if outcome.response is None:
+            message = outcome.error or "provider call failed"
+            return error_score(record, explanation, self.name, settings, message)
+        return Answer(outcome.response, usage, settings)
+
+    def unreadable(
+        self, record: LatentRecord, explanation: Explanation, answer: Answer, problem: str
+    ) -> Score:
+        """The error score of an answer without the texts asked for; it leaves the response
+        cache, so a rerun asks again instead of replaying it."""
+        discard_cached(answer.response)
+        return error_after_call(
+            record, explanation, self.name, answer.settings, problem, answer.usage
+        )
+
+    async def read(
+        self,
+        record: LatentRecord,
+        explanation: Explanation,
+        ctx: MethodContext,
+        texts: Sequence[str],
+        answer: Answer,
+    ) -> list[TextActivation] | Score:
+        """Each text's largest activation of the latent, or the error score when the backend
+        refuses the texts."""
+        try:
+            return await text_activations(
+                ctx, record.latent.index, texts, max_length=self.settings.max_length
+            )
+        except SaexplainError as e:
+            problem = f"{type(e).__name__}: {e}"
+            return error_after_call(
+                record, explanation, self.name, answer.settings, problem, answer.usage
+            )
