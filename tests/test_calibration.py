@@ -117,3 +117,29 @@ def test_strength_round_trips_and_pairs_differ(stack) -> None:
     assert len(pairs) == 3
     assert [c for c, _ in pairs] == backend.generate(prompts, max_new_tokens=4)
     assert any(clean != edited for clean, edited in pairs)
+
+
+@pytest.mark.parametrize("kind", ["clamp", "steer"])
+def test_pairs_are_one_generate_call_per_prompt_length(stack, kind, monkeypatch) -> None:
+    backend, coder = stack
+    ctx = MethodContext(backend=backend, coder=coder)
+    strength = run(calibrate(ctx, 0, target_kl=2.0, kind=kind))
+    prompts = ["The", "I think that", "She said that", "Yesterday I"]  # token lengths 2, 4, 4, 3
+    lengths = {int(n) for n in backend.tokenize(prompts).mask.sum(axis=1)}
+    assert len(lengths) == 3
+    calls: list[int] = []
+    generate = backend.generate
+
+    def counted(texts, edits=(), **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        return generate(texts, edits, **kwargs)
+
+    monkeypatch.setattr(backend, "generate", counted)
+    pairs = run(generate_pairs(ctx, strength, prompts, max_new_tokens=4, temperature=0.0, seed=1))
+    # both arms of a length group in one call: 3 calls of twice the group's prompts, not 6
+    assert sorted(calls) == [2, 2, 4]
+    monkeypatch.setattr(backend, "generate", generate)
+    clean = backend.generate(prompts, max_new_tokens=4)
+    edited = backend.generate(prompts, strength.edits(coder), max_new_tokens=4)
+    assert pairs == list(zip(clean, edited, strict=True))
+    assert any(c != e for c, e in pairs)

@@ -124,7 +124,10 @@ class Clamp:
 
     The coder's reconstruction error is kept: the residual becomes
     `x - decode(encode(x)) + decode(encode(x) with the latent edited)`.
-    `positions=None` edits every position.
+    `positions=None` edits every position. `rows`: apply to these rows of the batch only (row
+    `i` of a `generate` call is prompt `i`); None: every row. Rows outside the batch are refused.
+    One call can then hold a clean and an edited arm (the prompts twice, the edit on the second
+    half), sharing one batch and one KV-cached decode.
     """
 
     coder: SparseCoder
@@ -132,16 +135,20 @@ class Clamp:
     value: float
     positions: tuple[int, ...] | None = None
     mode: Literal["set", "add", "scale"] = "set"
+    rows: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Add:
-    """Steer: add `scale * direction` to the activation at `hook` (all or given positions)."""
+    """Steer: add `scale * direction` to the activation at `hook` (all or given positions).
+
+    `rows`: apply to these rows of the batch only; None: every row (as for `Clamp`)."""
 
     direction: Array
     scale: float
     hook: str
     positions: tuple[int, ...] | None = None
+    rows: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

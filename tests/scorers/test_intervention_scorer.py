@@ -31,9 +31,9 @@ from saexplain.models import (
     Usage,
 )
 from saexplain.pipeline import arun
-from saexplain.protocols import MethodContext
+from saexplain.protocols import Add, Clamp, MethodContext, write_hook
 from saexplain.report import RunResults, summarize
-from saexplain.scorers.intervention import InterventionScorer
+from saexplain.scorers.intervention import InterventionScorer, RandomCoder
 from saexplain.testing import (
     FakeBackend,
     FakeCoder,
@@ -146,9 +146,9 @@ def test_evidence_usage_and_the_calls_made(world):
     ctx = MethodContext(backend=backend, coder=coder, providers={"scorer": provider}, seed=7)
     scorer = InterventionScorer(**FAST, decoys=["Numbers."], prompts=["The", "I think that"])
     score = run_sync(scorer.score(rec, about(rec, "cat"), ctx))
-    # per target and prompt: 2 calls (clean, intervened) for the explanation, 1 decoy and 2
-    # random latents
-    assert len(provider.requests) == score.usage.calls == 2 * 2 * 2 * (1 + 1 + 2)
+    # per target and prompt: 2 calls (clean, intervened) for the explanation, 1 decoy, 2
+    # random latents and the random coder
+    assert len(provider.requests) == score.usage.calls == 2 * 2 * 2 * (1 + 1 + 2 + 1)
     assert {r.score_text for r in provider.requests} == {'The word "cat"', "Numbers."}
     assert len(score.predictions) == 2 * 2 and all(p.truth for p in score.predictions)
     targets = score.evidence["targets"]
@@ -255,12 +255,88 @@ async def test_a_run_scores_caches_the_calibration_and_summarises_per_target(tmp
     lines = (run / "scores.jsonl").read_text().splitlines()
     scores = [Score.model_validate_json(x) for x in lines]
     assert len(scores) == 2 and all(s.status is Status.OK for s in scores), scores
-    # two targets for each latent and random latent: each strength found once, kept on disk (a
-    # latent that is another's random latent is calibrated once)
+    # two targets for each latent, random latent and latent's random coder: each strength found
+    # once, kept on disk (a latent that is another's random latent is calibrated once)
     cached = list((run / "cache" / "calibration").glob("*.json"))
     used = {i for s in scores for i in (s.latent.index, *s.settings["random_latents"])}
-    assert len(cached) == 2 * len(used)
+    assert len(cached) == 2 * (len(used) + len(scores))
     summary = json.loads((run / "summary.json").read_text())
     by_target = summary["methods"]["maxact/intervention"]["by_target"]
     assert sorted(by_target) == ["kl=0.25", "kl=0.5"]
     assert by_target["kl=0.5"]["score"]["n"] == 2 and by_target["kl=0.5"]["decoys"]["n"] == 2
+
+
+def test_the_true_explanation_beats_the_random_coder_baseline_over_the_seeds(world):
+    backend, coder = world
+    rec = record(coder)
+    scorer = InterventionScorer(**{**FAST, "n_random_latents": 0, "decoys": []})
+    found: dict[str, list[float]] = {}
+    coder_seeds = set()
+    for seed in SEEDS:
+        ctx = MethodContext(
+            backend=backend, coder=coder, providers={"scorer": pm_provider()}, seed=seed
+        )
+        score = run_sync(scorer.score(rec, about(rec, "cat"), ctx))
+        assert score.status is Status.OK, score.error
+        coder_seeds.add(score.settings["random_coder_seed"])
+        for t in score.evidence["targets"]:
+            # calibrated through the backend's edits to the same strength as the real latent
+            strength = t["random_coder_strength"]
+            assert strength["latent"] == LATENT and strength["reached"] is True, strength
+            assert abs(strength["kl"] - t["target_kl"]) <= 0.1 * t["target_kl"]
+            assert strength["score"] == t["random_coder"]
+        for key, value in score.metrics.items():
+            found.setdefault(key, []).append(float(value or 0.0))
+    assert len(coder_seeds) == len(SEEDS)  # a new random coder for each latent seed
+    means = {k: round(float(np.mean(v)), 3) for k, v in found.items()}
+    print(means)
+    for t in ("kl=0.25", "kl=0.5"):
+        assert means[f"{t}/score"] > means[f"{t}/random_coder"] + 1.0, means
+    assert means["score"] > means["random_coder"] + 1.0, means
+
+
+def test_the_random_coder_baseline_can_be_turned_off(world):
+    backend, coder = world
+    rec = record(coder)
+    provider = pm_provider()
+    ctx = MethodContext(backend=backend, coder=coder, providers={"scorer": provider}, seed=7)
+    settings = {**FAST, "n_random_latents": 0, "decoys": [], "random_coder": False}
+    score = run_sync(InterventionScorer(**settings).score(rec, about(rec, "cat"), ctx))
+    assert score.status is Status.OK
+    assert len(provider.requests) == 2 * 2 * len(InterventionScorer().prompts)  # the explanation
+    assert score.metrics["random_coder"] is None and score.metrics["kl=0.5/random_coder"] is None
+    assert all(t["random_coder_strength"] is None for t in score.evidence["targets"])
+    assert "random_coder_seed" not in score.settings
+    assert InterventionScorer(random_coder=False).recorded_settings()["random_coder"] is False
+
+
+def test_the_random_coder_has_the_shape_and_hooks_and_clamps_as_it_steers(world):
+    backend, coder = world
+    random = RandomCoder(coder, LATENT, seed=5)
+    assert (random.d_in, random.d_sae, random.hook) == (coder.d_in, coder.d_sae, coder.hook)
+    assert write_hook(random) == write_hook(coder) and random.id != coder.id
+    row = random.W_dec[LATENT]
+    assert random.W_dec.shape == (D_SAE, coder.d_in) and np.linalg.norm(row) == pytest.approx(1)
+    assert not np.allclose(row, RandomCoder(coder, LATENT, seed=6).row)  # seeded
+    x = np.ones((2, 3, coder.d_in), dtype=np.float32)
+    assert random.encode(x).shape == (2, 3, D_SAE) and not random.encode(x).any()
+    z = random.encode(x)
+    z[..., LATENT] = 2.0
+    assert np.allclose(random.decode(z), 2.0 * row)
+    # through the backend's Clamp: clamping the latent to v adds v times its row
+    tokens = backend.tokenize(["The cat", "I think that"])
+    clamped = np.asarray(backend.logits(tokens, [Clamp(coder=random, latent=LATENT, value=3.0)]))
+    steered = np.asarray(backend.logits(tokens, [Add(direction=row, scale=3.0, hook=HOOK)]))
+    assert np.allclose(clamped, steered, atol=1e-5)
+    assert not np.allclose(clamped, np.asarray(backend.logits(tokens, [])))
+
+
+def test_the_random_coder_of_a_transcoder_writes_where_it_writes(world):
+    _, coder = world
+
+    class Transcoder(FakeCoder):
+        hook_out = "blocks.1.hook_mlp_out"
+
+    real = Transcoder(coder.W_enc, coder.b_enc, coder.W_dec, coder.b_dec, hook=HOOK)
+    random = RandomCoder(real, LATENT, seed=5)
+    assert random.hook == HOOK and write_hook(random) == "blocks.1.hook_mlp_out"

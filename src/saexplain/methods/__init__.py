@@ -37,7 +37,8 @@ What to use for what:
   `STYLE_MAX_WORDS`), `parse_binary`, `token_at_offsets`, `p_one`, `expected_value`,
   `value_mass`; they raise `ParseError`.
 - Reading the subject model: `require_model`, `to_numpy`, `logit_lens`, `top_tokens`
-  (`TokenScore`); edits `Clamp`, `Add`, `Replace` on a `TokenBatch`.
+  (`TokenScore`); edits `Clamp`, `Add`, `Replace` on a `TokenBatch`; `write_hook(coder)`, where
+  a coder's decoder writes (a transcoder's `hook_out`).
 - Intervening at equal strength (output-side methods): `calibrate` finds the clamp value or
   steering scale reaching a target mean KL over `NEUTRAL_PROMPTS` (a `Strength`, cached in
   `ctx.work_dir`; `mean_kl` measures one edit), `generate_pairs` gives clean and intervened
@@ -150,6 +151,7 @@ from saexplain.protocols import (
     SparseCoder,
     TokenBatch,
     needs_of,
+    write_hook,
 )
 from saexplain.providers.cache import discard_cached
 from saexplain.render import (
@@ -266,4 +268,5 @@ __all__ = [
     "total_usage",
     "truncate",
     "value_mass",
+    "write_hook",
 ]

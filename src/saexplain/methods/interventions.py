@@ -94,9 +94,10 @@ class Strength:
     steps: int  # forward passes the search used (0 when read from the cache)
     kind: str  # "clamp" | "steer"
 
-    def edits(self, coder: SparseCoder) -> list[Edit]:
-        """The edits applying this strength at every position."""
-        return intervention_edits(coder, self.latent, self.value, self.kind)
+    def edits(self, coder: SparseCoder, *, rows: tuple[int, ...] | None = None) -> list[Edit]:
+        """The edits applying this strength at every position (of the batch `rows` only, when
+        given: see `Clamp.rows`)."""
+        return intervention_edits(coder, self.latent, self.value, self.kind, rows=rows)
 
     def to_json(self) -> dict[str, Any]:
         """The strength as recorded in evidence and in the calibration cache."""
@@ -123,13 +124,22 @@ class Strength:
         )
 
 
-def intervention_edits(coder: SparseCoder, latent: int, value: float, kind: str) -> list[Edit]:
+def intervention_edits(
+    coder: SparseCoder,
+    latent: int,
+    value: float,
+    kind: str,
+    *,
+    rows: tuple[int, ...] | None = None,
+) -> list[Edit]:
     """`kind="clamp"`: set the latent to `value` at every position (the coder's reconstruction
-    error kept); `kind="steer"`: add `value` times its decoder row where the coder writes."""
+    error kept); `kind="steer"`: add `value` times its decoder row where the coder writes.
+    `rows`: on those batch rows only (None: every row)."""
     if kind == "clamp":
-        return [Clamp(coder=coder, latent=latent, value=value, mode="set")]
+        return [Clamp(coder=coder, latent=latent, value=value, mode="set", rows=rows)]
     if kind == "steer":
-        return [Add(direction=coder.W_dec[latent], scale=value, hook=write_hook(coder))]
+        direction = coder.W_dec[latent]
+        return [Add(direction=direction, scale=value, hook=write_hook(coder), rows=rows)]
     raise ConfigError(f"unknown intervention kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
@@ -392,32 +402,29 @@ async def generate_pairs(
 ) -> list[tuple[str, str]]:
     """(clean, intervened) continuations of each prompt at `strength`.
 
-    The backends' edits apply to every row of a call, so each arm is its own `generate` call,
-    batched over the prompts, both arms together under the model lock, each drawing from
-    `seed`. Prompts are batched by token length: the torch backends decode with a KV cache only
-    for rows of one length (mixed lengths recompute the whole context at every step, slower
+    Both arms run in one batched `generate` call: the prompts twice, the edit restricted to the
+    second copy (`rows`), sampling from `seed`, under the model lock. Prompts are grouped
+    by token length (one call per length): the torch backends decode with a KV cache only when
+    every row has one length (mixed lengths recompute the whole context at every step, slower
     than one cached call per length)."""
     backend, coder = _require(ctx, "generate_pairs")
     texts = list(prompts)
-    edits = strength.edits(coder)
     groups: dict[int, list[int]] = {}
     lengths = backend.tokenize(texts).mask.sum(axis=1).tolist() if texts else []
     for i, n in enumerate(lengths):
         groups.setdefault(int(n), []).append(i)
 
     def both() -> list[tuple[str, str]]:
-        out: dict[int, list[str]] = {i: [] for i in range(len(texts))}
-        for arm in ((), edits):
-            for rows in groups.values():
-                made = backend.generate(
-                    [texts[i] for i in rows],
-                    arm,
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    seed=seed,
-                )
-                for i, text in zip(rows, made, strict=True):
-                    out[i].append(text)
-        return [(out[i][0], out[i][1]) for i in range(len(texts))]
+        out: dict[int, tuple[str, str]] = {}
+        for rows in groups.values():
+            n = len(rows)
+            edits = strength.edits(coder, rows=tuple(range(n, 2 * n)))  # the intervened copy
+            batch = [texts[i] for i in rows] * 2
+            made = backend.generate(
+                batch, edits, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+            )
+            for k, i in enumerate(rows):
+                out[i] = (made[k], made[n + k])
+        return [out[i] for i in range(len(texts))]
 
     return await run_model(backend, both)

@@ -316,6 +316,52 @@ def summary_table_html(summary: dict[str, Any]) -> str:
     return head + "".join(rows) + "</table>"
 
 
+# the columns of the per-target table: the score, its baselines, then the strength reached
+_TARGET_FIRST = ("score", "random_latents", "random_coder", "decoys")
+_TARGET_LAST = ("kl", "value", "reached")
+
+
+def by_target_html(summary: dict[str, Any]) -> str:
+    """The score beside its baselines per target KL (`by_target` of the methods that intervene
+    at calibrated strengths); empty when no method has one."""
+    rows = []
+    columns: list[str] = []
+    for m in summary.get("methods", {}).values():
+        for names in (m.get("by_target") or {}).values():
+            columns += [n for n in names if n not in columns]
+    middle = [n for n in columns if n not in (*_TARGET_FIRST, *_TARGET_LAST)]
+    columns = [n for n in (*_TARGET_FIRST, *middle, *_TARGET_LAST) if n in columns]
+    for m in summary.get("methods", {}).values():
+        for target, names in (m.get("by_target") or {}).items():
+            cells = []
+            for name in columns:
+                d = names.get(name) or {}
+                if not d.get("n"):
+                    cells.append('<td class="num">-</td>')
+                    continue
+                ci = d.get("mean_ci95")
+                text = (
+                    f"{100 * d['mean']:.0f}%"
+                    if name == "reached"
+                    else _num(d["mean"]) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
+                )
+                cells.append(f'<td class="num" title="n={d["n"]}">{text}</td>')
+            rows.append(
+                f"<tr><td>{_e(m['explainer'])}</td><td>{_e(m['scorer'])}</td>"
+                f"<td>{_e(target)}</td>{''.join(cells)}</tr>"
+            )
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(n)}</th>" for n in columns)
+    return (
+        "<h3>Per intervention strength</h3>"
+        '<p class="muted">Mean [95% CI] of the score and of its baselines at each target KL '
+        "(nats); reached: the share of latents whose calibration met the target.</p>"
+        f"<table><tr><th>explainer</th><th>scorer</th><th>target</th>{head}</tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
 def _explainers_table_html(summary: dict[str, Any]) -> str:
     explainers = summary.get("explainers", {})
     if not explainers:
@@ -430,6 +476,7 @@ def render_html(
             f'<ul class="err">{notes}</ul>' if notes else "",
             "<h2>Scores per method</h2>",
             summary_table_html(summary),
+            by_target_html(summary),
             _explainers_table_html(summary),
             f'<div class="plots">{"".join(plots)}</div>' if plots else "",
             _json_details("run configuration", results.config),

@@ -21,7 +21,8 @@ accuracy reads 0.5 because the scorer model did not discriminate.
 
 Scorers that intervene at calibrated strengths (`intervention`) name metrics `kl=<target>/<name>`;
 `by_target` summarises each (n, mean, its interval), so the score stands beside its baselines
-(`random_latents`, `decoys`) and the share of latents whose target was reached, per target KL.
+(`random_latents`, `random_coder`, `decoys`) and the share of latents whose target was reached,
+per target KL; the terminal table and the HTML report show it.
 
 `records` counts the records that hold fewer examples than the samplers asked for
 (`LatentRecord.shortfall`), per split, and the examples missing.

@@ -6,7 +6,9 @@ cut with "..." to fit `width` (the terminal's width by default); missing values 
 that errored are "err", and a value whose scorer gave one answer to every item (constant
 predictions, e.g. a balanced accuracy of 0.50 from "yes" everywhere) is starred ("0.50*").
 The summary lines give each method's median and mean, and for binary scorers the median AUROC
-next to them and how many scores had constant predictions.
+next to them and how many scores had constant predictions. A scorer that intervenes at calibrated
+strengths (`intervention`) gets one more line per target KL (the summary's `by_target`): the mean
+score with its interval beside the mean of each baseline, and the share of targets reached.
 """
 
 from __future__ import annotations
@@ -118,6 +120,42 @@ def format_table(
     return "\n".join(lines)
 
 
+# the metrics of a target shown as baselines, in this order (others the scorer adds come after);
+# `kl` and `value` describe the strength, `reached` is shown as a share
+BASELINES = ("random_latents", "random_coder", "decoys")
+_NOT_BASELINES = ("score", "kl", "value", "reached")
+
+
+def target_lines(by_target: dict[str, Any], indent: str = "  ") -> list[str]:
+    """One line per target KL of a summary's `by_target`: the score (mean [95% CI]) beside the
+    mean of each baseline, the mean KL reached and the share of targets reached."""
+    out = []
+    for target, names in by_target.items():
+        parts = []
+        score = names.get("score") or {}
+        if score.get("n"):
+            ci = score.get("mean_ci95")
+            parts.append(
+                f"score {score['mean']:.3f}"
+                + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                + f" n={score['n']}"
+            )
+        others = [n for n in names if n not in (*BASELINES, *_NOT_BASELINES)]
+        for name in (*BASELINES, *others):
+            d = names.get(name) or {}
+            if d.get("n"):
+                parts.append(f"{name} {d['mean']:.3f}")
+        kl = names.get("kl") or {}
+        if kl.get("n"):
+            parts.append(f"KL {kl['mean']:.3f}")
+        reached = names.get("reached") or {}
+        if reached.get("n"):
+            parts.append(f"reached {100 * reached['mean']:.0f}%")
+        if parts:
+            out.append(f"{indent}{target}: " + ", ".join(parts))
+    return out
+
+
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     out = []
     for name, m in summary["methods"].items():
@@ -135,6 +173,7 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
             + (f"constant answers {n_constant}, " if n_constant else "")
             + f"errors {100 * m['error_rate']:.0f}%"
         )
+        out.extend(target_lines(m.get("by_target") or {}))
     total = summary["usage"]["total"]
     out.append(
         f"tokens: {total['prompt_tokens']} prompt + {total['completion_tokens']} completion, "

@@ -11,12 +11,16 @@ scorer provider gives log p_M(explanation | continuation) (the explanation score
 
     S = mean over prompts of [log p_M(z | intervened) - log p_M(z | clean)]     (eq. 1)
 
-The headline (`Score.value`) is the mean of S over the targets. Two baselines are computed in the
-same score, at every target, from the same prompts and the same generation seed:
+The headline (`Score.value`) is the mean of S over the targets. Three baselines are computed in
+the same score, at every target, from the same prompts and the same generation seed:
 
 - `random_latents`: the same explanation scored on the continuations of `n_random_latents` other
   latents of the same coder (drawn with the latent's seed), each calibrated to the same target.
   A specific explanation should gain nothing from them.
+- `random_coder` (`random_coder=True`): the same explanation scored on the same latent of a
+  random coder of the same shape (`RandomCoder`: d_in, d_sae and hooks of the real one, a random
+  unit decoder row drawn with the latent's seed), calibrated to the same target through the
+  same edits. It asks whether *any* push of that size would make the explanation likelier.
 - `decoys`: the prompt's fixed generic explanations of no latent in particular (`decoys`), scored
   on this latent's own continuations: the "shuffled explanations" baseline of the paper, with a
   fixed set because another latent's explanation is not available to a scorer. Shuffling real
@@ -30,6 +34,7 @@ the search ended on and reported: `metrics["kl=T/reached"]` is 0 and the strengt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +59,7 @@ from saexplain.methods import (
     Register,
     SaexplainError,
     Score,
+    SparseCoder,
     Status,
     Strength,
     calibrate,
@@ -68,6 +74,7 @@ from saexplain.methods import (
     one_line,
     one_line_explanation,
     total_usage,
+    write_hook,
 )
 
 Pairs = list[tuple[str, str]]  # (clean, intervened) continuation per prompt
@@ -94,6 +101,48 @@ def target_key(target: float) -> str:
 def _mean(values: Sequence[float | None]) -> float | None:
     found = [v for v in values if v is not None]
     return float(np.mean(found)) if found else None
+
+
+class RandomCoder:
+    """A random coder of the same shape as `like` (d_in, d_sae, hooks), for the `random_coder`
+    baseline: latent `latent` has a random unit decoder row drawn with `seed`.
+
+    No encoder is needed: an intervention sets (clamp) or adds along (steer) the latent's decoder
+    direction, and this coder's encoder reads every latent as 0 (as a random top-k encoder would,
+    nearly always, for one given latent), so clamping the latent to v adds v times its row, as
+    steering does. Only that row is drawn: the rows of a random coder are independent, so the
+    others would not change the baseline, and a wide coder costs no memory. The other rows are
+    zero. `encode` and `decode` work on numpy arrays and on the torch tensors of the torch
+    backends (`new_zeros` / `new_tensor`: same device and dtype), without importing torch.
+    """
+
+    def __init__(self, like: SparseCoder, latent: int, seed: int) -> None:
+        self.d_in, self.d_sae = like.d_in, like.d_sae
+        self.hook, self.hook_out = like.hook, write_hook(like)  # `Transcoder`: where it writes
+        self.exclude_bos = like.exclude_bos
+        self.latent = latent
+        # the seed in the id: the calibration cache tells the random coders of two latents apart
+        self.id = f"random-coder/{like.id}/{seed}"
+        row = np.random.default_rng(seed).normal(size=self.d_in)
+        self.row = (row / np.linalg.norm(row)).astype(np.float32)
+        self._W_dec: np.ndarray[Any, np.dtype[np.float32]] | None = None
+
+    @property
+    def W_dec(self) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """(d_sae, d_in): zeros (not touched, so not allocated) but for the latent's row."""
+        if self._W_dec is None:
+            self._W_dec = np.zeros((self.d_sae, self.d_in), dtype=np.float32)
+            self._W_dec[self.latent] = self.row
+        return self._W_dec
+
+    def encode(self, x: Any) -> Any:
+        shape = (*x.shape[:-1], self.d_sae)
+        return np.zeros(shape, dtype=x.dtype) if isinstance(x, np.ndarray) else x.new_zeros(shape)
+
+    def decode(self, z: Any) -> Any:
+        # every other latent is 0 (see `encode`) and has a zero row: only this latent writes
+        row = self.row if isinstance(z, np.ndarray) else z.new_tensor(self.row)
+        return z[..., self.latent, None] * row
 
 
 class InterventionScorer:
@@ -143,6 +192,12 @@ class InterventionScorer:
             ge=0,
             description="other latents of the same coder (latent's seed) whose continuations "
             "make the `random_latents` baseline; `0`: none",
+        )
+        random_coder: bool = Field(
+            True,
+            description="the `random_coder` baseline: the explanation scored on the same latent "
+            "of a random coder of the same shape (a random unit decoder row, latent's seed), "
+            "calibrated to the same target",
         )
         decoys: list[str] | None = Field(
             None,
@@ -298,6 +353,13 @@ class InterventionScorer:
         seed = latent_seed(ctx, record, "intervention/generate")
         randoms = self.random_latents(record, ctx)
         settings |= {"latent_seed": seed, "random_latents": list(randoms)}
+        random_ctx = None
+        if self.settings.random_coder:
+            assert ctx.coder is not None  # preflight
+            coder_seed = latent_seed(ctx, record, "intervention/random-coder")
+            random_coder = RandomCoder(ctx.coder, record.latent.index, coder_seed)
+            random_ctx = dataclasses.replace(ctx, coder=random_coder)
+            settings |= {"random_coder_seed": coder_seed}
         described = one_line_explanation(explanation)
 
         metrics: dict[str, float | None] = {}
@@ -331,6 +393,9 @@ class InterventionScorer:
                 outcomes += calls
                 random_means.append(got.mean)
                 random_strengths.append(r_strength.to_json() | {"score": got.mean})
+            coder_mean, coder_strength = await self._random_coder(
+                random_ctx, record.latent.index, target, seed, described, outcomes
+            )
 
             n = len(self.prompts)
             for i, (gain, error) in enumerate(zip(own.gains, own.errors, strict=True)):
@@ -348,6 +413,7 @@ class InterventionScorer:
                 f"{key}/score": own.mean,
                 f"{key}/random_latents": _mean(random_means),
                 f"{key}/decoys": _mean(decoys),
+                f"{key}/random_coder": coder_mean,
                 f"{key}/kl": strength.kl,
                 f"{key}/value": strength.value,
                 f"{key}/reached": float(strength.reached),
@@ -362,6 +428,8 @@ class InterventionScorer:
                     "decoy_scores": list(decoys),
                     "strength": strength.to_json(),
                     "random_strengths": random_strengths,
+                    "random_coder": coder_mean,
+                    "random_coder_strength": coder_strength,
                     "pairs": [list(p) for p in pairs],
                 }
             )
@@ -374,6 +442,9 @@ class InterventionScorer:
                 [metrics[f"{target_key(t)}/random_latents"] for t in self.settings.target_kl]
             ),
             "decoys": _mean([metrics[f"{target_key(t)}/decoys"] for t in self.settings.target_kl]),
+            "random_coder": _mean(
+                [metrics[f"{target_key(t)}/random_coder"] for t in self.settings.target_kl]
+            ),
             "n_unreached": float(sum(r == 0.0 for r in reached)),
             "n_items": float(len(predictions)),
             "n_answered": float(sum(p.error is None for p in predictions)),
@@ -407,6 +478,27 @@ class InterventionScorer:
             usage=usage,
         )
 
+    async def _random_coder(
+        self,
+        ctx: MethodContext | None,
+        latent: int,
+        target: float,
+        seed: int,
+        explanation: str,
+        outcomes: list[Outcome],
+    ) -> tuple[float | None, JsonValue]:
+        """The `random_coder` baseline at `target` (`ctx` holds the random coder; None: off):
+        its mean gain and its strength's evidence (or the error that left it out)."""
+        if ctx is None:
+            return None, None
+        try:
+            strength, pairs = await self._arm(ctx, latent, target, seed)
+        except SaexplainError as e:  # left out of the baseline, and said so
+            return None, {"error": f"{type(e).__name__}: {e}"}
+        got, calls = await self.gains(ctx, explanation, pairs)
+        outcomes += calls
+        return got.mean, strength.to_json() | {"score": got.mean}
+
     def _error(
         self,
         record: LatentRecord,
@@ -434,5 +526,5 @@ def register(register: Register) -> None:
         "intervention",
         InterventionScorer,
         description="Is the explanation likelier given output with the latent intervened on, "
-        "at a calibrated KL strength? Beside random-latent and decoy baselines.",
+        "at a calibrated KL strength? Beside random-latent, random-coder and decoy baselines.",
     )

@@ -38,6 +38,7 @@ from saexplain.testing.contracts import (
     check_plugin,
     check_probe_and_row_replace,
     check_provider,
+    check_row_edits,
     check_scorer,
     fresh_plugin_manager,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "check_plugin",
     "check_probe_and_row_replace",
     "check_provider",
+    "check_row_edits",
     "check_scorer",
     "competent_explainer",
     "competent_logprobs",

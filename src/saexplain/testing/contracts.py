@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from saexplain.protocols import (
     Scorer,
     SparseCoder,
     TokenBatch,
+    write_hook,
 )
 from saexplain.testing.agreement import as_numpy
 
@@ -87,6 +89,7 @@ def check_backend(
     assert len(outs) == 1 and isinstance(outs[0], str)
     assert outs == backend.generate(["Once upon a time"], max_new_tokens=3), "greedy must repeat"
     check_probe_and_row_replace(backend, tokens)
+    check_row_edits(backend, coder, tokens)
 
 
 class _Variant:
@@ -195,6 +198,11 @@ def check_backend_errors(backend: Backend, coder: SparseCoder) -> None:
         (ConfigError, "probe(layer out of range)", lambda: backend.probe(tokens, layers=[layers])),
         (
             ConfigError,
+            "Clamp(rows outside the batch)",
+            lambda: backend.logits(tokens, [Clamp(coder, 0, 1.0, rows=(1,))]),
+        ),
+        (
+            ConfigError,
             "generate(negative temperature)",
             lambda: backend.generate(["Once"], max_new_tokens=1, temperature=-1.0),
         ),
@@ -258,6 +266,43 @@ def check_probe_and_row_replace(backend: Backend, tokens: TokenBatch, atol: floa
     outs = backend.generate(prompts, [row_edit], max_new_tokens=3)
     alone = backend.generate(prompts[:1], [Replace(vectors[0], (1,), patch)], max_new_tokens=3)
     assert outs == alone * 2, f"per-row generation {outs} != single-vector generation {alone}"
+
+
+def check_row_edits(
+    backend: Backend, coder: SparseCoder, tokens: TokenBatch, atol: float = 1e-4
+) -> None:
+    """A `Clamp` or an `Add` restricted to `rows` changes only those rows of a batch, each equal
+    to that row run alone with the edit on every row: in `logits`, and in greedy `generate`
+    over prompts of one length (a KV-cached decode, where a backend caches) and of two."""
+    batch, _ = tokens.shape
+    base = as_numpy(backend.logits(tokens))
+    scale = max(1.0, float(np.abs(base).max()))
+    last = batch - 1
+    row = as_numpy(coder.W_dec)[0].astype(np.float64)
+    direction = row / max(float(np.linalg.norm(row)), 1e-12)
+    edits: list[Clamp | Add] = [
+        Clamp(coder=coder, latent=0, value=50.0, rows=(last,)),
+        Add(direction=direction, scale=50.0, hook=write_hook(coder), rows=(last,)),
+    ]
+    alone = TokenBatch(ids=tokens.ids[last:], mask=tokens.mask[last:])
+    real = tokens.mask[last]
+    for edit in edits:
+        kind = type(edit).__name__
+        got = as_numpy(backend.logits(tokens, [edit]))
+        assert np.allclose(got[:last], base[:last], atol=atol * scale), f"{kind} rows leaked"
+        want = as_numpy(backend.logits(alone, [replace(edit, rows=None)]))[0]
+        assert np.allclose(got[last][real], want[real], atol=atol * scale), (
+            f"a row-restricted {kind} differs from its row run alone"
+        )
+        assert not np.allclose(got[last], base[last]), f"a strong {kind} on a row must change it"
+    for prompts in (["Once upon a time", "Once upon a time"], ["Once upon a time", "Dogs bark"]):
+        for edit in edits:
+            outs = backend.generate(prompts, [replace(edit, rows=(1,))], max_new_tokens=3)
+            clean = backend.generate(prompts[:1], max_new_tokens=3)
+            edited = backend.generate(prompts[1:], [replace(edit, rows=None)], max_new_tokens=3)
+            assert outs == clean + edited, (
+                f"generate with a {type(edit).__name__} on row 1: {outs} != {clean + edited}"
+            )
 
 
 def check_provider(provider: Provider) -> None:

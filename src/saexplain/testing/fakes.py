@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -191,6 +192,10 @@ class FakeBackend:
                     )
             else:
                 raise ConfigError(f"unknown edit {edit!r}")
+            rows = None if isinstance(edit, Replace) else edit.rows
+            if rows is not None and (not rows or any(not 0 <= r < batch for r in rows)):
+                kind = type(edit).__name__
+                raise ConfigError(f"{kind}: rows {rows} empty or outside a batch of {batch} rows")
             positions = edit.positions
             if positions is not None and any(not -seq <= p < seq for p in positions):
                 kind = type(edit).__name__
@@ -200,6 +205,11 @@ class FakeBackend:
 
     def _apply(self, edit: Edit, layer: int, h: FloatArray) -> FloatArray:
         """`edit` applied to the residual `h_layer` (edits are checked by `_check_edits`)."""
+        if not isinstance(edit, Replace) and edit.rows is not None:  # only those rows
+            rows = sorted(set(edit.rows))
+            h = h.copy()
+            h[rows] = self._apply(replace(edit, rows=None), layer, h[rows])
+            return h
         pos = slice(None) if edit.positions is None else list(edit.positions)
         h = h.copy()
         if isinstance(edit, Replace):
@@ -306,7 +316,8 @@ class FakeBackend:
         for i, prompt in enumerate(prompts):
             ids = self.tokenize([prompt]).rows()[0]
             start = len(ids)
-            mine = [_row_edit(e, i, len(prompts), self.d_model) for e in edits]
+            alone = (_row_edit(e, i, len(prompts), self.d_model) for e in edits)
+            mine = [e for e in alone if e is not None]
             for _ in range(max_new_tokens):
                 logits = self.logits(TokenBatch.from_lists([ids]), mine)[0, -1, : len(self._vocab)]
                 if temperature > 0:
@@ -332,10 +343,13 @@ class FakeBackend:
         return self._run(self._token_ids(tokens), self.hook_layer(hook), ())
 
 
-def _row_edit(edit: Edit, row: int, batch: int, d_model: int) -> Edit:
-    """`edit` as it applies to prompt `row` alone (a per-row Replace keeps that row's vector)."""
+def _row_edit(edit: Edit, row: int, batch: int, d_model: int) -> Edit | None:
+    """`edit` as it applies to prompt `row` alone (a per-row Replace keeps that row's vector; a
+    Clamp or Add on other rows only is None)."""
     if not isinstance(edit, Replace):
-        return edit
+        if edit.rows is None:
+            return edit
+        return replace(edit, rows=None) if row in edit.rows else None
     vec = np.asarray(edit.vector, dtype=np.float64)
     if vec.ndim == 2:
         if vec.shape != (batch, d_model):

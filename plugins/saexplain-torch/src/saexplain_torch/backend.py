@@ -54,6 +54,7 @@ from saexplain.protocols import (
 from saexplain_torch.edits import (
     HookFn,
     Hooks,
+    Rows,
     Window,
     add_fn,
     capture_fn,
@@ -176,6 +177,21 @@ class TorchBackend(ABC):
         return vec.to(device=self.device, dtype=self.dtype)
 
     @staticmethod
+    def _rows(rows: tuple[int, ...] | None, batch: int | None, what: str) -> Rows:
+        """An edit's `rows` as hook functions take them: sorted, without repeats; None for every
+        row (also when `rows` names them all)."""
+        if rows is None:
+            return None
+        if not rows:
+            raise ConfigError(f"{what}: rows=() edits no row; use rows=None for every row")
+        if batch is None:
+            return sorted(set(rows))
+        if any(not 0 <= r < batch for r in rows):
+            raise ConfigError(f"{what}: rows {rows} outside a batch of {batch} rows")
+        unique = sorted(set(rows))
+        return None if len(unique) == batch else unique
+
+    @staticmethod
     def _check_positions(positions: tuple[int, ...] | None, seq: int, what: str) -> None:
         if positions is not None and any(not -seq <= p < seq for p in positions):
             raise ConfigError(f"{what}: positions {positions} outside a sequence of {seq} tokens")
@@ -201,7 +217,8 @@ class TorchBackend(ABC):
     ) -> Hooks:
         """Validate `edits` for `batch` rows of `seq` tokens and turn them into hook functions for
         a pass over the columns `window` (default: all), skipping edits that miss it. No model work
-        happens here. A per-row Replace vector must have `batch` rows."""
+        happens here. A per-row Replace vector must have `batch` rows; `rows` of a Clamp or an Add
+        index the `batch` rows."""
         window = window or (0, seq)
         hooks: Hooks = {}
 
@@ -218,9 +235,10 @@ class TorchBackend(ABC):
                 if edit.mode not in ("set", "add", "scale"):
                     raise ConfigError(f"unknown Clamp mode {edit.mode!r}")
                 self._check_positions(edit.positions, seq, "Clamp")
+                rows = self._rows(edit.rows, batch, "Clamp")
                 pos = in_window(edit.positions, seq, window)
                 if pos is not None:
-                    read, write = clamp_fns(edit, pos, same=site == out)
+                    read, write = clamp_fns(edit, pos, same=site == out, rows=rows)
                     add(site, read)
                     if write is not None:
                         add(out, write)
@@ -228,9 +246,10 @@ class TorchBackend(ABC):
                 site = self.site(edit.hook)
                 vec = self._vector(edit.direction, self.width(site), "Add direction")
                 self._check_positions(edit.positions, seq, "Add")
+                rows = self._rows(edit.rows, batch, "Add")
                 pos = in_window(edit.positions, seq, window)
                 if pos is not None:
-                    add(site, add_fn(vec * edit.scale, pos))
+                    add(site, add_fn(vec * edit.scale, pos, rows))
             elif isinstance(edit, Replace):
                 if not 0 <= edit.layer < self.n_layers:
                     raise ConfigError(f"Replace layer {edit.layer} not in [0, {self.n_layers})")
@@ -264,7 +283,8 @@ class TorchBackend(ABC):
 
     def _shared_prefix(self, ids: torch.Tensor, edits: Sequence[Edit]) -> int:
         """How many leading columns every row computes identically: the tokens agree and no
-        per-row Replace touches them (other edits act on every row alike). 0 when not worth it."""
+        per-row Replace, nor a Clamp or Add on some rows only, touches them (other edits act on
+        every row alike). 0 when not worth it."""
         batch, seq = ids.shape
         if not self.caching or batch < 2:
             return 0
@@ -273,6 +293,8 @@ class TorchBackend(ABC):
         for edit in edits:
             if isinstance(edit, Replace) and np.ndim(edit.vector) == 2:
                 cut = min(cut, *(p % seq for p in edit.positions))
+            elif isinstance(edit, Clamp | Add) and self._rows(edit.rows, batch, "edit"):
+                cut = min(cut, *(p % seq for p in edit.positions or (0,)))
         return min(cut, seq - 1)
 
     def _pass(
@@ -425,7 +447,8 @@ class TorchBackend(ABC):
         seed: int | None = None,
     ) -> list[str]:
         """Batched generation. Edits apply at every step; their positions count from the start of
-        the prompt (negative positions are refused: the end moves as tokens are added).
+        the prompt (negative positions are refused: the end moves as tokens are added); a Clamp or
+        an Add with `rows` applies to those prompts only, in the cached decode too.
 
         A caching backend runs prompts of one length with a KV cache (one new token per step);
         otherwise each step recomputes the whole right-padded context."""

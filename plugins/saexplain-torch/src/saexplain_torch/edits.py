@@ -24,11 +24,14 @@ Hooks = dict[HookSite, list[HookFn]]
 Window = tuple[int, int]
 # Edit positions inside a window: every column, or a list of column indices.
 Positions = slice | list[int]
+# The batch rows an edit applies to: every row (None), or a sorted list of row indices.
+Rows = list[int] | None
 
 __all__ = [
     "HookFn",
     "Hooks",
     "Positions",
+    "Rows",
     "Window",
     "add_fn",
     "capture_fn",
@@ -60,17 +63,28 @@ def in_window(positions: tuple[int, ...] | None, seq: int, window: Window) -> Po
     return local or None
 
 
-def clamp_fns(edit: Clamp, pos: Positions, *, same: bool) -> tuple[HookFn, HookFn | None]:
+def _add_rows(x: torch.Tensor, delta: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """`x + delta`, where `delta` holds only the `rows` of `x` (all rows when None)."""
+    if rows is None:
+        return x + delta
+    x = x.clone()
+    x[rows] = x[rows] + delta
+    return x
+
+
+def clamp_fns(
+    edit: Clamp, pos: Positions, *, same: bool, rows: Rows = None
+) -> tuple[HookFn, HookFn | None]:
     """The functions of a `Clamp`: `read` at the coder's input site, and `write` at its output
     site when that differs (`same=False`, transcoders), which adds the change `read` computed.
 
     Only the change of the decoded value is added, so the coder's reconstruction error stays in
-    the activation."""
+    the activation. With `rows`, only those rows are encoded and changed."""
     coder = edit.coder
     pending: list[torch.Tensor] = []
 
     def read(x: torch.Tensor) -> torch.Tensor | None:
-        z: torch.Tensor = coder.encode(x)
+        z: torch.Tensor = coder.encode(x if rows is None else x[rows])
         edited = z.clone()
         column = edited[:, pos, edit.latent]
         if edit.mode == "set":
@@ -81,22 +95,27 @@ def clamp_fns(edit: Clamp, pos: Positions, *, same: bool) -> tuple[HookFn, HookF
             edited[:, pos, edit.latent] = column * edit.value
         delta: torch.Tensor = (coder.decode(edited) - coder.decode(z)).to(x.dtype)
         if same:
-            return x + delta
+            return _add_rows(x, delta, rows)
         pending.append(delta)
         return None
 
     def write(x: torch.Tensor) -> torch.Tensor:
-        return x + pending.pop()
+        return _add_rows(x, pending.pop(), rows)
 
     return read, (None if same else write)
 
 
-def add_fn(delta: torch.Tensor, pos: Positions) -> HookFn:
-    """Steering: add `delta` at `pos`."""
+def add_fn(delta: torch.Tensor, pos: Positions, rows: Rows = None) -> HookFn:
+    """Steering: add `delta` at `pos` (of the batch `rows` only, when given)."""
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         x = x.clone()
-        x[:, pos] += delta
+        if rows is None:
+            x[:, pos] += delta
+        else:
+            part = x[rows]  # advanced indexing copies: edit the copy, then write it back
+            part[:, pos] += delta
+            x[rows] = part
         return x
 
     return fn
