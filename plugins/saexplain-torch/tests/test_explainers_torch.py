@@ -10,6 +10,7 @@ unembedding) promotes them, and clamping it raises their next-token logits.
 import pytest
 import torch
 from saexplain_torch.testing import gpt2_tokenizer, make_coder, plant, tiny_gpt2
+from torch_stacks import BACKENDS
 
 from saexplain.explainers.ensemble import Ensemble
 from saexplain.explainers.maxact import MaxAct
@@ -33,20 +34,6 @@ TEXTS = [
     "Birds sing in the morning light.",
     "The market opens at nine.",
 ]
-
-
-def _transformerlens(hf, tok):
-    tl = pytest.importorskip("saexplain_transformerlens.backend")
-    convert = pytest.importorskip("saexplain_transformerlens.convert")
-    return tl.TransformerLensBackend(convert.hooked_transformer_from_hf(hf, tok))
-
-
-def _nnsight(hf, tok):
-    nn = pytest.importorskip("saexplain_nnsight.backend")
-    return nn.NNsightBackend(hf, tokenizer=tok)
-
-
-BACKENDS = {"transformerlens": _transformerlens, "nnsight": _nnsight}
 
 
 @pytest.fixture(scope="module")

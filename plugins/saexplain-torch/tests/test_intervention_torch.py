@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 from saexplain_torch.testing import gpt2_tokenizer, make_coder, tiny_gpt2
+from torch_stacks import BACKENDS
 
 from saexplain.models import (
     ChatRequest,
@@ -46,20 +47,6 @@ def competent_pm(request: ChatRequest) -> ChatResponse:
         for w in re.findall(r"\w+|[^\w\s]+", request.score_text)
     )
     return ChatResponse(model="pm", choices=(Choice(text=""),), scored=scored, usage=Usage(calls=1))
-
-
-def _transformerlens(hf, tok):
-    tl = pytest.importorskip("saexplain_transformerlens.backend")
-    convert = pytest.importorskip("saexplain_transformerlens.convert")
-    return tl.TransformerLensBackend(convert.hooked_transformer_from_hf(hf, tok))
-
-
-def _nnsight(hf, tok):
-    nn = pytest.importorskip("saexplain_nnsight.backend")
-    return nn.NNsightBackend(hf, tokenizer=tok)
-
-
-BACKENDS = {"transformerlens": _transformerlens, "nnsight": _nnsight}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from saexplain_torch.testing import gpt2_tokenizer, make_coder, tiny_gpt2
+from torch_stacks import nnsight, transformerlens
 
 from saexplain.methods import calibrate
 from saexplain.protocols import Add, Clamp, MethodContext
@@ -18,17 +19,6 @@ from saexplain.scorers.intervention import RandomCoder
 
 HOOK = "blocks.1.hook_resid_post"
 LATENT = 5
-
-
-def _transformerlens(hf, tok):
-    tl = pytest.importorskip("saexplain_transformerlens.backend")
-    convert = pytest.importorskip("saexplain_transformerlens.convert")
-    return tl.TransformerLensBackend(convert.hooked_transformer_from_hf(hf, tok))
-
-
-def _nnsight(hf, tok):
-    nn = pytest.importorskip("saexplain_nnsight.backend")
-    return nn.NNsightBackend(hf, tokenizer=tok)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def model():
     return hf, gpt2_tokenizer()
 
 
-@pytest.mark.parametrize("make", [_transformerlens, _nnsight], ids=["transformerlens", "nnsight"])
+@pytest.mark.parametrize("make", [transformerlens, nnsight], ids=["transformerlens", "nnsight"])
 def test_the_random_coder_clamps_as_it_steers_and_calibrates(model, make):
     hf, tok = model
     backend = make(hf, tok)

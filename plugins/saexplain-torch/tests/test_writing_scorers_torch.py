@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import torch
 from saexplain_torch.testing import gpt2_tokenizer, make_coder, plant, tiny_gpt2
+from torch_stacks import BACKENDS
 
 from saexplain.models import Explanation, Status
 from saexplain.protocols import MethodContext
@@ -24,20 +25,6 @@ TEXTS = [
     "Birds sing in the morning light.",
     "The market opens at nine.",
 ]
-
-
-def _transformerlens(hf, tok):
-    tl = pytest.importorskip("saexplain_transformerlens.backend")
-    convert = pytest.importorskip("saexplain_transformerlens.convert")
-    return tl.TransformerLensBackend(convert.hooked_transformer_from_hf(hf, tok))
-
-
-def _nnsight(hf, tok):
-    nn = pytest.importorskip("saexplain_nnsight.backend")
-    return nn.NNsightBackend(hf, tokenizer=tok)
-
-
-BACKENDS = {"transformerlens": _transformerlens, "nnsight": _nnsight}
 
 
 @pytest.fixture(scope="module")
