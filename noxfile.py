@@ -78,7 +78,11 @@ def tests(session: nox.Session) -> None:
         "-c",
         "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)",
     )
-    session.run("python", "-m", "pytest", "-q", str(ROOT / "tests"), *session.posargs, env=ENV)
+    # tests/browser drives chromium through Playwright: run by `integration`, in .venv
+    browser = ["--ignore", str(ROOT / "tests" / "browser")]
+    session.run(
+        "python", "-m", "pytest", "-q", str(ROOT / "tests"), *browser, *session.posargs, env=ENV
+    )
 
 
 def requirement_name(requirement: str) -> str:
@@ -137,7 +141,9 @@ for _path in PLUGINS:
 
 @nox.session(venv_backend="none")
 def integration(session: nox.Session) -> None:
-    """Core plus every plugin in the shared environment, slow tests included."""
+    """Core plus every plugin in the shared environment, slow tests included, and the report's
+    real-browser tests (tests/browser: Playwright from requirements/dev.lock, Debian's chromium,
+    which .ci/run installs; under CI=true a missing browser fails them)."""
     targets = [str(ROOT / "tests"), *(str(p / "tests") for p in PLUGINS)]
     session.run(
         PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets, *session.posargs, env=ENV

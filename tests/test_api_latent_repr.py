@@ -3,6 +3,8 @@ hundreds of examples (a user saw a 141,700-character repr)."""
 
 from __future__ import annotations
 
+import re
+
 from saexplain.models import Explanation, Score, Status
 from saexplain.report.results import LatentResult
 from saexplain.testing import FakeBackend, FakeCoder, make_record, synthetic_corpus
@@ -45,4 +47,8 @@ def test_html_card_is_short_and_escaped():
     card = result("<script>alert(1)</script> & cats")._repr_html_()
     assert len(card) < 20_000, len(card)
     assert "<script>" not in card and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; cats" in card
-    assert "0.875" in card and "detection" in card and "<mark" in card  # top examples shown
+    assert "0.875" in card and "detection" in card
+    # the top examples shown, every token coloured, the strongest one outlined
+    assert card.count('class="tok"') > 3 and card.count("outline:1px") == 3
+    alphas = {float(a) for a in re.findall(r"rgba\(255, 140, 0, ([0-9.]+)\)", card)}
+    assert 0.0 in alphas and max(alphas) > 0.5  # silent tokens clear, " cat" strongly shaded

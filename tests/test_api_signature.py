@@ -19,7 +19,7 @@ from saexplain.testing import FakeBackend, PlantedValuesCoder, synthetic_corpus
 # RunConfig fields the API spells otherwise
 RENAMED = {
     "model": "model",
-    "coder": "sae",
+    "coders": "sae",  # one coder or a list of them
     "explainer_model": "provider",
     "scorer_model": "scorer_provider",
 }

@@ -126,9 +126,9 @@ def test_builtin_defaults_and_recorded_settings():
         "logprobs": None,
         "top_logprobs": 5,
         "saebench_threshold": 0.01,
-        "answer": "list",
+        "answer": "auto",
         "item_index": "scoring_examples+non_activating",
-        "prompt": "detection@1",
+        "prompt": "detection@2",
         "prompt_source": "bundled",
     }
     # the completion budget follows the answer's shape and is recorded resolved

@@ -60,6 +60,9 @@ INSTANCES: list[BaseModel] = [
     m.RunConfig(model="gpt2", coder="gpt2-small-res-jb/blocks.8.hook_resid_pre", dataset="pile"),
     m.MethodSpec(name="maxact", settings={"n_examples": 40, "cot": False}),
     m.LatentSelection(start=0, stop=100),
+    m.CoderSpec(coder="saelens:r/blocks.*.hook_resid_pre", latents=m.LatentSelection(sample=5)),
+    m.RunConfig(model="gpt2", coders=["neurons:blocks.0.mlp.hook_post", "r/x"], dataset="pile"),
+    m.BatchOptions(max_requests=50, window_s=2.0, poll_s=10.0),
 ]
 
 

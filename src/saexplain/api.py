@@ -9,7 +9,9 @@
 
 `model` is a HookedSAETransformer / HookedTransformer, an nnsight LanguageModel or a
 transformers causal LM (pass `tokenizer=`), or a model name. `sae` is a SAELens SAE object,
-`(release, sae_id)`, a `"source:spec"` string, or any object with the SparseCoder attributes.
+`(release, sae_id)`, a `"source:spec"` string, or any object with the SparseCoder attributes;
+or a list of them (`[sae_a, sae_b]`, `(release, [sae ids])`): one run over several coders,
+collected in one forward pass, its latents keyed by (coder, latent).
 `sx.explain` works inside Jupyter's running event loop; `await sx.aexplain(...)` in async code
 (the model work runs in a worker thread, so the event loop stays free).
 
@@ -276,6 +278,9 @@ async def aexplain(
     concurrency: int = 8,
     spend_cap_usd: float | None = None,
     max_error_rate: float = 0.5,
+    shuffled_controls: bool = False,
+    skip_generic: bool = False,
+    filters: Mapping[str, Any] | None = None,
     output_dir: str | os.PathLike[str] = "runs",
     name: str | None = None,
     store_dir: str | os.PathLike[str] | None = None,
@@ -310,11 +315,19 @@ async def aexplain(
     The model and SAE:
         backend: the backend plugin's name (default: the one that claims `model`);
             backend_settings, tokenizer: passed to it (a transformers model needs `tokenizer=`).
-        coder_settings: passed to the coder source that loads `sae`.
+        coder_settings: passed to the coder source that loads `sae` (each of them).
+        `latents` applies to each coder of a run of several; for a selection per coder, give
+        each its own `latents` in a config's `coders` list (see docs/running.md).
 
     The run:
         concurrency: explain and score jobs at once; spend_cap_usd: stop paying past it;
         max_error_rate: the error rate `saexplain run` fails above;
+        shuffled_controls: also score each explanation on another latent, the chance baseline
+            beside every score; skip_generic: do not score generic explanations (both in
+            docs/running.md);
+        filters: latent filters computed from the activations before any LLM call, e.g.
+            `{"skip": ["dead", "positional"]}` (`saexplain.analysis.FilterConfig`, see
+            docs/analysis.md);
         output_dir, name: where the run directory goes (`name` None: derived from the config);
         store_dir: an activation store to reuse; log_prompts: write every prompt and answer;
         progress: show progress bars.
@@ -322,14 +335,19 @@ async def aexplain(
     An unknown keyword is a `TypeError` naming the closest valid one; a bad value a
     `ConfigError` naming the setting.
     """
+    from saexplain.pipeline.resolve import coder_items
+
     data = _as_dataset(dataset, text_field)
     llms, live = _provider_specs(provider, scorer_provider)
     fields: dict[str, Any] = {
         "model": _model_name(model),
         "backend": backend,
         "backend_settings": dict(backend_settings or {}),
-        "coder": _coder_name(sae),
-        "coder_settings": dict(coder_settings or {}),
+        # one spec per coder: `sae` may be a list of them (or `(release, [sae ids])`)
+        "coders": [
+            {"coder": _coder_name(item), "settings": dict(coder_settings or {})}
+            for item in coder_items(sae)
+        ],
         "dataset": _describe(data, "in-memory dataset"),
         "text_field": text_field,
         "split": split,
@@ -345,6 +363,9 @@ async def aexplain(
         "concurrency": concurrency,
         "spend_cap_usd": spend_cap_usd,
         "max_error_rate": max_error_rate,
+        "shuffled_controls": shuffled_controls,
+        "skip_generic": skip_generic,
+        "filters": None if filters is None else dict(filters),
         "output_dir": os.fspath(output_dir),
         "name": name,
         "store_dir": None if store_dir is None else os.fspath(store_dir),
@@ -462,6 +483,9 @@ async def ascore(
     concurrency: int = 8,
     spend_cap_usd: float | None = None,
     max_error_rate: float = 0.5,
+    shuffled_controls: bool = False,
+    skip_generic: bool = False,
+    filters: Mapping[str, Any] | None = None,
     output_dir: str | os.PathLike[str] = "runs",
     name: str | None = None,
     store_dir: str | os.PathLike[str] | None = None,
@@ -500,6 +524,9 @@ async def ascore(
         concurrency=concurrency,
         spend_cap_usd=spend_cap_usd,
         max_error_rate=max_error_rate,
+        shuffled_controls=shuffled_controls,
+        skip_generic=skip_generic,
+        filters=filters,
         output_dir=output_dir,
         name=name,
         store_dir=store_dir,

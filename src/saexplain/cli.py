@@ -146,20 +146,18 @@ def _check_error_rate(results: Any) -> int:
     limit = float(
         results.config.get("max_error_rate", RunConfig.model_fields["max_error_rate"].default)
     )
+    from saexplain.report.summary import score_error_counts
+
     # (method, what it makes) -> [errors, results]
     counts: dict[tuple[str, str], list[int]] = {}
-    made = [((e.explainer, "explanations"), e.status) for e in results.explanations]
-    # a score of an explanation that failed is that explanation's outcome, not a scorer error
-    explained = {(e.latent, e.explainer) for e in results.explanations if e.status is Status.OK}
-    made += [
-        ((f"{s.explainer}/{s.scorer}", "scores"), s.status)
-        for s in results.scores
-        if (s.latent, s.explainer) in explained
-    ]
-    for key, status in made:
-        count = counts.setdefault(key, [0, 0])
-        count[0] += status is Status.ERROR
+    for e in results.explanations:
+        count = counts.setdefault((e.explainer, "explanations"), [0, 0])
+        count[0] += e.status is Status.ERROR
         count[1] += 1
+    # the summary's definition: scores of failed or generic-skipped explanations do not count
+    for (explainer, scorer), c in score_error_counts(results).items():
+        if c.n_scored:
+            counts[f"{explainer}/{scorer}", "scores"] = [c.n_errors, c.n_scored]
     over = {key: (n, total) for key, (n, total) in counts.items() if n > limit * total}
     if not over:
         return 0
@@ -179,7 +177,7 @@ def _print_run(results: Any, *, report: bool) -> int:
     if isinstance(results, _Failed):
         return _fail(results)
     print(format_table(results))
-    where = results.path / "report.html" if report else results.path
+    where = results.path / "report" / "index.html" if report else results.path
     print(f"\n{'report' if report else 'run directory'}: {where}")
     return 0
 
@@ -224,7 +222,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ImportError as e:
         return _fail(f"the demo needs the saexplain-demo plugin: pip install saexplain-demo ({e})")
     results = _guarded(
-        lambda: run_demo(quick=args.quick, output_dir=args.output_dir, progress=not args.quiet)
+        lambda: run_demo(
+            quick=args.quick,
+            output_dir=args.output_dir,
+            progress=not args.quiet,
+            explainer_model=args.explainer_model,
+        )
     )
     return _print_run(results, report=True) or _check_error_rate(results)
 
@@ -246,18 +249,188 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_show(args: argparse.Namespace) -> int:
+def _load_run(run: str) -> Any:
+    """The run's `RunResults`, or a `_Failed` saying why it cannot be read."""
     from pathlib import Path
 
-    from saexplain.report import RunFormatError, RunResults, format_table
+    from saexplain.report import RunFormatError, RunResults
+
+    if not Path(run).is_dir():
+        return _Failed(f"{run!r} is not a run directory")
+    try:
+        return RunResults.load(run)
+    except RunFormatError as e:
+        return _Failed(f"{run} is damaged: {e}")
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from saexplain.report import format_table
+
+    results = _load_run(args.run)
+    if isinstance(results, _Failed):
+        return _fail(results)
+    print(format_table(results))
+    index = results.path / "report" / "index.html"
+    if args.open and not index.is_file() and (code := _write_report_or_fail(results)):
+        return code
+    if not index.is_file():
+        print(f"\nno report yet: `saexplain report {args.run}` writes {index}")
+        return 0
+    print(f"\nreport: {index}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(index.resolve().as_uri())
+    return 0
+
+
+def _write_report_or_fail(results: Any) -> int:
+    from saexplain.report import write_report
+
+    try:
+        paths = write_report(results.path, results=results)
+    except OSError as e:
+        return _fail(f"cannot write the report of {results.path}: {e}")
+    print(f"report: {paths['html']}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    results = _load_run(args.run)
+    if isinstance(results, _Failed):
+        return _fail(results)
+    return _write_report_or_fail(results)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from saexplain.analysis.cli import run_compare
+
+    out = _guarded(
+        lambda: run_compare(
+            args.run_a,
+            args.run_b,
+            coders=args.coders,
+            method=args.method,
+            k=args.k,
+            explainer=args.explainer,
+            limit=args.limit,
+            as_json=args.json,
+            as_html=args.html,
+        )
+    )
+    if isinstance(out, _Failed):
+        return _fail(out)
+    print(out)
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from saexplain.analysis.cli import run_search
+
+    out = _guarded(lambda: run_search(args.run, args.query, k=args.k, explainer=args.explainer))
+    if isinstance(out, _Failed):
+        return _fail(out)
+    print(out)
+    return 0
+
+
+EXPORT_FORMATS = ("neuronpedia", "saebench", "delphi", "neuron-explainer", "parquet")
+IMPORT_FORMATS = ("neuronpedia", "saebench", "delphi", "neuron-explainer")
+
+
+def _only_explainer(results: Any, chosen: str | None) -> str:
+    from saexplain.errors import ConfigError
+    from saexplain.rundir import control_of
+
+    if chosen is not None:
+        return chosen
+    # shuffled controls (`<explainer>~shuffled`) are baselines, not explainers to export
+    real = [e for e in results.explainers if control_of(e) is None]
+    if len(real) != 1:
+        names = ", ".join(real) or "none"
+        raise ConfigError(f"this run has explainers {names}; choose one with --explainer")
+    return str(real[0])
+
+
+def _export(args: argparse.Namespace) -> list[Any]:
+    """Write RUN in a format of the field (saexplain.interop); the paths written."""
+    from saexplain import interop
+    from saexplain.errors import ConfigError
+    from saexplain.report import RunResults
+
+    results = RunResults.load(args.run)
+    fmt, out = args.format, args.out
+    if fmt == "parquet":
+        return [interop.to_parquet(results, out)]
+    if fmt == "delphi":
+        return interop.export_delphi(results, out, explainer=args.explainer, coder_id=args.coder)
+    if fmt == "neuronpedia":
+        if not args.model_id or not args.source:
+            raise ConfigError("--format neuronpedia needs --model-id and --source (its ids)")
+        return interop.export_neuronpedia(
+            results, out, model_id=args.model_id, source=args.source, coder_id=args.coder
+        )
+    explainer = _only_explainer(results, args.explainer)
+    if fmt == "saebench":
+        if not args.release or not args.sae_id:
+            raise ConfigError("--format saebench needs --release and --sae-id (SAELens ids)")
+        return [
+            interop.export_saebench(
+                results,
+                out,
+                release=args.release,
+                sae_id=args.sae_id,
+                explainer=explainer,
+                scorer=args.scorer or "detection",
+                coder_id=args.coder,
+            )
+        ]
+    return interop.export_neuron_explanations(
+        results, out, explainer=explainer, scorer=args.scorer or "simulation", coder_id=args.coder
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
     if not Path(args.run).is_dir():
         return _fail(f"{args.run!r} is not a run directory")
     try:
-        results = RunResults.load(args.run)
-    except RunFormatError as e:
-        return _fail(f"{args.run} is damaged: {e}")
-    print(format_table(results))
+        paths = _guarded(lambda: _export(args))
+    except ImportError as e:  # parquet without saexplain[pandas]: the message names the extra
+        return _fail(str(e))
+    if isinstance(paths, _Failed):
+        return _fail(paths)
+    print(f"{args.format}: wrote {len(paths)} files under {args.out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> Any:
+    from saexplain import interop
+
+    loaders = {
+        "neuronpedia": lambda p: interop.load_neuronpedia_explanations(p, model_id=args.model_id),
+        "saebench": lambda p: interop.load_saebench(p).explanations,
+        "delphi": interop.load_delphi_explanations,
+        "neuron-explainer": interop.load_neuron_explanations,
+    }
+    imported = loaders[args.format](args.path)
+    if args.output is not None:
+        imported.write_jsonl(args.output, args.source, args.explainer)
+    return imported
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    imported = _guarded(lambda: _import(args))
+    if isinstance(imported, _Failed):
+        return _fail(imported)
+    counts: dict[tuple[str, str], int] = {}
+    for item in imported:
+        counts[(item.source, item.explainer)] = counts.get((item.source, item.explainer), 0) + 1
+    for (source, explainer), n in sorted(counts.items()):
+        print(f"{source}\t{explainer}\t{n} explanations")
+    if args.output is not None:
+        print(f"wrote {args.output}: score it with `saexplain score CONFIG {args.output}`")
     return 0
 
 
@@ -332,11 +505,88 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser(
         "show",
-        help="print a run's latents, explanations and scores as a table",
-        description="Print the table of a run directory (finished or in progress).",
+        help="print a run's table and the path of its HTML report (--open opens it)",
+        description="Print the table of a run directory (finished or in progress) and the "
+        "path of its HTML report; --open opens the report in a browser.",
     )
     show.add_argument("run", help="a run directory")
+    show.add_argument(
+        "--open", action="store_true", help="open the HTML report in a browser (writing it first)"
+    )
     show.set_defaults(handler=_cmd_show)
+
+    report = commands.add_parser(
+        "report",
+        help="(re)write a run's summary.json and HTML report (report/index.html)",
+        description="Read a run directory (finished or in progress) and write its summary.json, "
+        "the HTML report folder report/ and report.html, which points to it.",
+    )
+    report.add_argument("run", help="a run directory")
+    report.set_defaults(handler=_cmd_report)
+
+    compare = commands.add_parser(
+        "compare",
+        help="match the latents of two coders and compare their explanations",
+        description="Match latents on decoder cosine (Hungarian; blockwise top-k for wide "
+        "coders) and compare matched explanations by embedding similarity (docs/analysis.md). "
+        "Needs saexplain[analysis]; the similarity needs saexplain-embeddings.",
+    )
+    compare.add_argument("run_a", help="a run directory")
+    compare.add_argument("run_b", nargs="?", help="another run directory (or use --coders)")
+    compare.add_argument("--coders", nargs=2, metavar=("A", "B"), help="two coder ids")
+    compare.add_argument("--method", default="auto", choices=("auto", "exact", "blockwise"))
+    compare.add_argument("-k", type=int, default=8, help="blockwise: candidates per latent")
+    compare.add_argument("--explainer", help="the explainer to compare (default: the first)")
+    compare.add_argument("--limit", type=int, default=20, help="pairs to print")
+    compare.add_argument("--json", metavar="FILE", help="write every pair and the plot data")
+    compare.add_argument(
+        "--html", metavar="FILE", help="write a page with the cosine/similarity scatter"
+    )
+    compare.set_defaults(handler=_cmd_compare)
+
+    search = commands.add_parser(
+        "search",
+        help="semantic search over a run's explanations",
+        description="The explanations nearest to QUERY (needs saexplain-embeddings).",
+    )
+    search.add_argument("run", help="a run directory")
+    search.add_argument("query", help="what to look for, in words")
+    search.add_argument("-k", type=int, default=10, help="how many results")
+    search.add_argument("--explainer", help="the explainer to search (default: the first)")
+    search.set_defaults(handler=_cmd_search)
+
+    export = commands.add_parser(
+        "export",
+        help="write a run in a format of the field (Neuronpedia, SAEBench, delphi, parquet, ...)",
+        description="Export a run directory's explanations and scores (saexplain.interop; "
+        "docs/interop.md). Neuronpedia needs --model-id and --source, SAEBench --release and "
+        "--sae-id; parquet needs saexplain[pandas].",
+    )
+    export.add_argument("run", help="a run directory")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("out", help="the folder to write into")
+    export.add_argument("--explainer", help="the explainer to export (default: the only one)")
+    export.add_argument("--scorer", help="SAEBench: detection; neuron-explainer: simulation")
+    export.add_argument("--coder", help="the coder to export (default: the only one)")
+    export.add_argument("--model-id", help="Neuronpedia model id (gpt2-small)")
+    export.add_argument("--source", help="Neuronpedia source id (8-res-jb)")
+    export.add_argument("--release", help="SAEBench: the SAELens release")
+    export.add_argument("--sae-id", help="SAEBench: the SAELens sae_id")
+    export.set_defaults(handler=_cmd_export)
+
+    imp = commands.add_parser(
+        "import",
+        help="read explanations from another tool, to score them with `saexplain score`",
+        description="Read explanations in a format of the field and list them by source and "
+        "explainer; with -o, write the JSONL file `saexplain score CONFIG FILE` reads.",
+    )
+    imp.add_argument("--format", required=True, choices=IMPORT_FORMATS)
+    imp.add_argument("path", help="the file or folder to read")
+    imp.add_argument("-o", "--output", help="write the explanations of one source/explainer")
+    imp.add_argument("--source", help="the source (SAE/layer) to write (default: the only one)")
+    imp.add_argument("--explainer", help="the explainer to write (default: the only one)")
+    imp.add_argument("--model-id", help="Neuronpedia: keep only this model's rows")
+    imp.set_defaults(handler=_cmd_import)
 
     demo = commands.add_parser(
         "demo",
@@ -348,6 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="fewer latents and tokens (CI)")
     demo.add_argument("--output-dir", default="runs", help="where to write the run (runs/)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--explainer-model",
+        default=None,
+        metavar="MODEL",
+        help="a hosted LLM as explainer and scorer instead of SmolLM2, as a litellm model string "
+        "(e.g. openai/gpt-4o-mini; needs its API key)",
+    )
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

@@ -17,7 +17,13 @@ from typing import Any
 
 from saexplain._async import run_sync
 from saexplain.models import ChatRequest, ChatResponse, Choice, RunConfig, TokenLogprob, Usage
-from saexplain.protocols import CostEstimator, Provider, ProviderCapabilities, TokenCounter
+from saexplain.protocols import (
+    BatchSubmitting,
+    CostEstimator,
+    Provider,
+    ProviderCapabilities,
+    TokenCounter,
+)
 
 CANNED_ANSWER = "Explanation: the word mentioned in a short placeholder description"
 
@@ -49,7 +55,10 @@ class CountingProvider:
         self.model = self.real.model
         caps = self.real.capabilities
         self.capabilities = ProviderCapabilities(
-            logprobs=False, max_n=caps.max_n, prompt_logprobs=caps.prompt_logprobs
+            logprobs=False,
+            max_n=caps.max_n,
+            prompt_logprobs=caps.prompt_logprobs,
+            prefill=caps.prefill,
         )
 
     def _count(self, text: str) -> int:
@@ -109,6 +118,8 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
     for role, cp in counting.items():
         provider = _unwrapped(real[role])
         pricer = provider if isinstance(provider, CostEstimator) else None
+        # the price through the provider's batch API (None: it has none)
+        batch = provider.batch_price_factor() if isinstance(provider, BatchSubmitting) else None
         for method, c in cp.counts.items():
             entry = methods.setdefault(
                 method, {"calls": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0}
@@ -124,6 +135,12 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
             entry["cost_usd"] = (
                 None if cost is None or prev is None else prev + float(cost) * factor
             )
+            prev_batch = entry.get("batch_cost_usd", 0.0)
+            entry["batch_cost_usd"] = (
+                None
+                if cost is None or batch is None or prev_batch is None
+                else prev_batch + float(cost) * factor * batch
+            )
     return {
         "latents": len(records),
         "sampled": len(sample),
@@ -136,21 +153,25 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
 def _total(methods: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
     keys = ("calls", "prompt_tokens", "completion_tokens")
     out: dict[str, float | None] = {k: sum((m[k] or 0.0) for m in methods.values()) for k in keys}
-    costs = [m.get("cost_usd") for m in methods.values()]
-    out["cost_usd"] = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+    for key in ("cost_usd", "batch_cost_usd"):
+        costs = [m.get(key) for m in methods.values()]
+        out[key] = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
     return out
 
 
 def format_estimate(result: Mapping[str, Any]) -> str:
     lines = [
         f"estimate for {result['latents']} latents (from {result['sampled']} sampled)",
-        f"{'method':<32} {'calls':>9} {'prompt tok':>12} {'compl. tok':>11} {'cost $':>10}",
+        f"{'method':<32} {'calls':>9} {'prompt tok':>12} {'compl. tok':>11} {'cost $':>10} "
+        f"{'batch $':>10}",
     ]
     rows = {**result["methods"], "TOTAL": result["total"]}
     for name, m in rows.items():
         cost = "unknown" if m.get("cost_usd") is None else f"{m['cost_usd']:.4f}"
+        # the same requests through the provider's discounted batch API (`batch: true`)
+        batch = "n/a" if m.get("batch_cost_usd") is None else f"{m['batch_cost_usd']:.4f}"
         lines.append(
             f"{name:<32} {m['calls']:>9.0f} {m['prompt_tokens']:>12.0f} "
-            f"{m['completion_tokens']:>11.0f} {cost:>10}"
+            f"{m['completion_tokens']:>11.0f} {cost:>10} {batch:>10}"
         )
     return "\n".join(lines)

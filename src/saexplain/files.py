@@ -96,6 +96,15 @@ def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def save(path: str | Path, data: bytes | str) -> Path:
+    """Write a report or export file atomically (UTF-8 for text), creating its folder; returns
+    the path. Files get the umask's permissions, so a report folder can be served as it is."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data)
+    return target
+
+
 def publish_dir(tmp: Path, final: Path, *, fsync: bool = True) -> None:
     """Atomically move a fully written directory `tmp` to `final` (replacing a stale one)."""
     with writing(final):

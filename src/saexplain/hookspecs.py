@@ -74,6 +74,8 @@ def register_coders(register: Register) -> None:
     A run config names a coder as `"<source>:<spec>"` (for example
     `"saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre"`); the factory registered for `<source>`
     receives `spec` and the run's backend (a source may need the model, e.g. for its neurons).
+    A spec that names several coders (a release pattern such as `"<release>/blocks.*"`) may
+    return a list of them: each becomes one coder of the run.
     """
 
 

@@ -182,6 +182,10 @@ class ChatRequest(Frozen):
     # for providers with `ProviderCapabilities.prompt_logprobs`. Left out of the serialised form
     # when unset, so the cache keys of ordinary requests stay what they were.
     score_text: str | None = Field(default=None, min_length=1, exclude_if=_unset)
+    # The start of the assistant's reply, written for the model: it continues from here, and the
+    # response (text, logprobs) holds only what follows; only for providers with
+    # `ProviderCapabilities.prefill`. Left out of the serialised form when unset, as above.
+    prefill: str | None = Field(default=None, min_length=1, exclude_if=_unset)
 
 
 class TokenLogprob(Frozen):
@@ -333,12 +337,32 @@ class MethodSpec(Frozen):
         return cls.model_validate(value)
 
 
+class BatchOptions(Frozen):
+    """How a provider's requests go through its batch API (`ProviderSpec.batch`): requests
+    arriving within `window_s` seconds, at most `max_requests` of them, make one batch, whose
+    state is asked every `poll_s` seconds (`saexplain.providers.batch`)."""
+
+    max_requests: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    window_s: Annotated[float, Field(gt=0.0)] = 5.0
+    poll_s: Annotated[float, Field(gt=0.0)] = 30.0
+
+
 class ProviderSpec(Frozen):
-    """Which LLM: a provider plugin by name and a model string it understands."""
+    """Which LLM: a provider plugin by name and a model string it understands; `batch` (true,
+    or `BatchOptions`) sends its requests through the provider's discounted batch API."""
 
     provider: str = "litellm"
     model: str = "local/smollm2"
     settings: Settings = Field(default_factory=dict)
+    batch: BatchOptions | None = Field(default=None, exclude_if=_unset)
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch_flag(cls, value: Any) -> Any:
+        # `batch: true` means the default options, `batch: false` none
+        if value is True:
+            return BatchOptions()
+        return None if value is False else value
 
 
 class LatentSelection(Frozen):
@@ -361,16 +385,36 @@ class LatentSelection(Frozen):
         return self
 
 
+class CoderSpec(Frozen):
+    """One coder of a run: a `"<source>:<spec>"` string, the settings its source gets, and the
+    latents to run on it (None: the run's `latents`). A bare string reads as `{coder: ...}`."""
+
+    coder: str = Field(min_length=1)
+    settings: Settings = Field(default_factory=dict)
+    latents: LatentSelection | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> CoderSpec:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(coder=value)
+        return cls.model_validate(value)
+
+
 class RunConfig(Frozen):
-    """One run, fully described: what to load, which latents, which methods, where to write."""
+    """One run, fully described: what to load, which latents, which methods, where to write.
+
+    The coders are `coders`, a list; `coder` (with `coder_settings`) is the one-coder shorthand,
+    turned into a one-element `coders` when the config is read (giving both is an error)."""
 
     model: str = Field(min_length=1)  # model name or local path, as the backend understands it
     backend: str | None = None  # None: the backend plugin that claims the loaded model
     backend_settings: Settings = Field(default_factory=dict)
-    # "<source>:<spec>": "saelens:<release>/<sae_id>", "saelens:<local dir>",
-    # "neurons:blocks.L.mlp.hook_post"; no prefix means "saelens"
-    coder: str = Field(min_length=1)
-    coder_settings: Settings = Field(default_factory=dict)
+    # each "<source>:<spec>": "saelens:<release>/<sae_id>" (a `*` in the id: every match in the
+    # release), "saelens:<local dir>", "neurons:blocks.L.mlp.hook_post"; no prefix: claimed by a
+    # plugin (`detect_coder`). `coder: ...` / `coder_settings: ...` is the one-coder shorthand.
+    coders: tuple[CoderSpec, ...] = Field(min_length=1)
     dataset: str = Field(min_length=1)  # hub dataset name, local file or directory, or "demo"
     text_field: str = "text"
     split: str = "train"
@@ -380,6 +424,8 @@ class RunConfig(Frozen):
     batch_size: Annotated[int, Field(ge=1)] = 16  # contexts per forward pass when collecting
     latents: LatentSelection = LatentSelection(sample=100)
     records: Settings = Field(default_factory=dict)  # saexplain.sampling.RecordConfig fields
+    # latent filters (saexplain.analysis.FilterConfig fields); None: not computed
+    filters: Settings | None = None
     explainers: tuple[MethodSpec, ...] = (MethodSpec(name="maxact"),)
     scorers: tuple[MethodSpec, ...] = (MethodSpec(name="detection"), MethodSpec(name="fuzzing"))
     explainer_model: ProviderSpec = ProviderSpec()
@@ -389,6 +435,11 @@ class RunConfig(Frozen):
     spend_cap_usd: Annotated[float, Field(gt=0.0)] | None = None
     # `saexplain run` exits non-zero when more of a method's results than this are errors
     max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    # score every explainer's explanations again on deranged latents ("<explainer>~shuffled"),
+    # the chance baseline shown beside each score; off by default: it doubles scoring spend
+    shuffled_controls: bool = False
+    # do not score generic explanations (near-duplicates, instruction echoes; flags.json)
+    skip_generic: bool = False
     output_dir: str = "runs"
     name: str | None = None  # run directory name inside output_dir; None: derived from the config
     store_dir: str | None = None  # reuse an activation store elsewhere; None: <run dir>/store
@@ -397,6 +448,44 @@ class RunConfig(Frozen):
     # `saexplain.fingerprint`). `prepare` fills them in: part of the run's identity, so changed
     # weights or data never reuse a run's data. Not a setting: `prepare` replaces what is here.
     fingerprints: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_coder_shorthand(cls, data: Any) -> Any:
+        """`coder` (+ `coder_settings`) -> a one-element `coders`; giving both is an error."""
+        if not isinstance(data, Mapping) or ("coder" not in data and "coder_settings" not in data):
+            return data
+        data = dict(data)
+        if data.get("coders"):
+            raise ValueError("give `coder` (one coder) or `coders` (a list), not both")
+        if "coder" not in data:
+            raise ValueError("`coder_settings` needs `coder` (or give `coders`)")
+        coder = data.pop("coder")
+        settings = data.pop("coder_settings", None) or {}
+        data["coders"] = [{"coder": coder, "settings": settings}]
+        return data
+
+    @field_validator("coders", mode="before")
+    @classmethod
+    def _coder_specs(cls, value: Any) -> Any:
+        if isinstance(value, str | CoderSpec | Mapping):
+            value = [value]
+        return tuple(CoderSpec.parse(v) for v in value)
+
+    @property
+    def coder(self) -> str:
+        """The coder spec of a one-coder run (`coders[0].coder`); several coders: `ValueError`."""
+        if len(self.coders) != 1:
+            specs = ", ".join(c.coder for c in self.coders)
+            raise ValueError(f"this run has {len(self.coders)} coders ({specs}): read `coders`")
+        return self.coders[0].coder
+
+    @property
+    def coder_settings(self) -> Settings:
+        """The settings of a one-coder run's coder (`coders[0].settings`)."""
+        if len(self.coders) != 1:
+            raise ValueError(f"this run has {len(self.coders)} coders: read `coders`")
+        return self.coders[0].settings
 
     @field_validator("explainers", "scorers", mode="before")
     @classmethod

@@ -361,6 +361,8 @@ class ProviderCapabilities:
     max_n: int = 1  # the largest `n` served in one call (larger ones are split by the caller)
     # scores `ChatRequest.score_text` (its tokens' log-probabilities after the prompt)
     prompt_logprobs: bool = False
+    # continues `ChatRequest.prefill` (a prefilled start of the assistant's reply)
+    prefill: bool = False
 
 
 @runtime_checkable
@@ -387,6 +389,17 @@ class Preflight(Protocol):
 
 
 @runtime_checkable
+class PromptWording(Protocol):
+    """Capability of an explainer that asks an LLM with a prompt of its own: `prompt_wording`
+    is the instruction text and few-shot answers it shows, which the run's generic-explanation
+    flags compare explanations with (an explanation repeating it is an instruction echo)."""
+
+    def prompt_wording(self) -> str:
+        """The prompt's own wording (no live evidence)."""
+        ...
+
+
+@runtime_checkable
 class ReadinessCheck(Protocol):
     """Capability of a provider (or other component) that can tell before any work whether it
     will be able to run: the pipeline calls `check_ready` while preparing a run."""
@@ -402,6 +415,47 @@ class CostEstimator(Protocol):
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """US dollars for that many tokens; None when the price is unknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """Where a submitted batch stands (`BatchSubmitting.poll_batch`).
+
+    `status` is "pending" (validating, in progress, finalising) or final: "completed",
+    "failed", "expired" or "cancelled". When final, `results` maps each request's key to its
+    answer, or to the `ProviderError` of that one item (an error line, a malformed line); a key
+    left out got no answer (a failed or expired batch), so the caller asks it interactively.
+    """
+
+    status: Literal["pending", "completed", "failed", "expired", "cancelled"]
+    results: Mapping[str, ChatResponse | Exception] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status != "pending"
+
+
+@runtime_checkable
+class BatchSubmitting(Protocol):
+    """Capability of a provider with an asynchronous batch API at a discount (OpenAI's
+    `/v1/batches` and compatible servers): `saexplain.providers.batch.BatchLayer` sends a run's
+    requests through it when the run's `ProviderSpec.batch` is set. Answers carry the batch
+    price in their `Usage.cost_usd`."""
+
+    def batch_price_factor(self) -> float | None:
+        """The batch price as a fraction of the interactive one (0.5: half price); None when
+        this provider's model has no batch API it can use."""
+        ...
+
+    async def submit_batch(self, requests: Mapping[str, ChatRequest]) -> str:
+        """Submit `requests` (by key; the keys come back in `BatchState.results`) as one batch
+        and return its id; a `ProviderError` when it cannot be submitted."""
+        ...
+
+    async def poll_batch(self, batch_id: str) -> BatchState:
+        """The batch's state now; its results once final."""
         ...
 
 

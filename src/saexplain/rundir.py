@@ -11,9 +11,11 @@
     <run>/logs/<latent>.jsonl  prompts and responses, when `log_prompts` is on
     <run>/flags.json           generic answers many latents share, per explainer; scores
                                that gave one answer to every item, per scorer
-    <run>/summary.json, <run>/report.html
+    <run>/summary.json, <run>/report/ (the HTML report), <run>/report.html (points to it)
     <run>/spend.json           money, calls, retries and provider errors of every attempt at the
                                run (the run's `Ledger`): the spend cap covers reruns too
+    <run>/batches.jsonl        with a provider's `batch` on: each submitted batch's id and the
+                               content keys of its requests (`saexplain.providers.batch`)
 
 Writing: each JSONL line is written with one `write` and flushed (and fsynced) before the next,
 so a line is committed once its newline is on disk. JSON files are replaced atomically.
@@ -85,7 +87,8 @@ EXPLANATIONS_FILE = "explanations.jsonl"
 SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "summary.json"
 FLAGS_FILE = "flags.json"
-REPORT_FILE = "report.html"
+REPORT_FILE = "report.html"  # points to REPORT_DIR/index.html
+REPORT_DIR = "report"  # the HTML report folder (saexplain.report.html)
 SPEND_FILE = "spend.json"
 LOCK_FILE = "run.lock"
 LOGS_DIR = "logs"
@@ -108,8 +111,9 @@ FILES = {
 # Settings that decide what the store and the records hold: a run directory keeps them fixed.
 DATA_FIELDS = (
     "model",
-    "coder",
+    "coder",  # a one-coder run (see `identity`)
     "coder_settings",
+    "coders",  # a run of several coders: each one's spec and settings, in order
     "dataset",
     "text_field",
     "split",
@@ -132,6 +136,23 @@ class TruncatedLineWarning(UserWarning):
 def latent_key(ref: LatentRef) -> LatentKey:
     """The key of a latent in a run directory: its coder id, hook and index."""
     return (ref.coder_id, ref.hook, ref.index)
+
+
+# The run-level chance baseline: `<explainer>~shuffled` holds, for each latent, the explanation
+# that explainer gave another latent (evidence "shuffled_from"), scored like any explanation.
+SHUFFLED_SUFFIX = "~shuffled"
+# the error text of a score line the run skipped because its explanation was flagged generic
+SKIPPED_GENERIC = "skipped: generic explanation"
+
+
+def control_name(explainer: str) -> str:
+    """The pseudo explainer holding `explainer`'s shuffled-explanation controls."""
+    return f"{explainer}{SHUFFLED_SUFFIX}"
+
+
+def control_of(explainer: str) -> str | None:
+    """The explainer whose controls `explainer` holds; None when it is not a control."""
+    return explainer.removesuffix(SHUFFLED_SUFFIX) if explainer.endswith(SHUFFLED_SUFFIX) else None
 
 
 ExplanationKey = tuple[LatentKey, str, str | None]  # (latent, explainer, method id)
@@ -215,9 +236,27 @@ class MethodIds(Frozen):
         return result.method_id == self.score_id(result.explainer, result.scorer)
 
 
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a config (as JSON) that decide the run's data (`DATA_FIELDS`).
+
+    The coders count by their specs and settings (a coder's `latents` only chooses which latents
+    to explain, as the run's `latents` does). A run of one coder is identified as before runs had
+    `coders` (`coder`, `coder_settings`), so their directories and names stay valid; a run of
+    several by the list: adding, removing or changing any coder changes the identity."""
+    data = dict(config)
+    specs = data.pop("coders", None)
+    if specs is not None:
+        coders = [{"coder": c["coder"], "settings": c.get("settings") or {}} for c in specs]
+        if len(coders) == 1:
+            data["coder"], data["coder_settings"] = coders[0]["coder"], coders[0]["settings"]
+        else:
+            data["coders"] = coders
+    return {k: data[k] for k in DATA_FIELDS if k in data}
+
+
 def config_digest(config: RunConfig) -> str:
-    """A short hash of the settings that decide the run's data (`DATA_FIELDS`)."""
-    data = config.model_dump(mode="json", include=set(DATA_FIELDS))
+    """A short hash of the settings that decide the run's data (`identity`)."""
+    data = identity(config.model_dump(mode="json"))
     return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=4).hexdigest()
 
 
@@ -230,12 +269,18 @@ class LatentEntry(Frozen):
     count: NonNegativeInt | None = None  # activating tokens in the store
     n_windows: NonNegativeInt | None = None  # non-overlapping activating windows
     stats: LatentStats | None = None
+    # the latent filters' findings (`saexplain.analysis.LatentFilters.to_json`), when computed
+    filters: dict[str, Any] | None = None
 
     @property
     def extra(self) -> dict[str, Any]:
-        """The counts, when known (reports show them beside the status)."""
+        """The counts, when known, and the filters' flags, when computed (reports show them
+        beside the status)."""
         counts = {"count": self.count, "n_windows": self.n_windows}
-        return {k: v for k, v in counts.items() if v is not None}
+        out: dict[str, Any] = {k: v for k, v in counts.items() if v is not None}
+        if self.filters is not None:
+            out["flags"] = list(self.filters.get("flags", []))
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LatentEntry:
@@ -371,7 +416,8 @@ def _other_weights(path: Path, old: object, new: Mapping[str, Any]) -> str:
         what = f"was computed from another {' and '.join(roles)} (other weights or data)"
     return (
         f"run directory {path} {what}: its data cannot be reused for the {new.get('model')} / "
-        f"{new.get('coder')} given now (weights edited in place, or another object under the "
+        f"{new.get('coder') or ', '.join(c['coder'] for c in new.get('coders', ()))} given now "
+        "(weights edited in place, or another object under the "
         "same name); choose another `name` (or omit it) for a new run, or delete the directory"
     )
 
@@ -442,7 +488,8 @@ class RunDir:
         old = self.read_json("config")
         if old is None or not self.holds_data():
             return
-        new = redact_secrets(config.model_dump(mode="json"))
+        old = identity(old)
+        new = identity(redact_secrets(config.model_dump(mode="json")))
         changed = [k for k in DATA_FIELDS if old.get(k) != new.get(k)]
         if changed == ["fingerprints"]:
             raise ConfigError(_other_weights(self.path, old.get("fingerprints"), new))

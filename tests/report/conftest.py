@@ -185,3 +185,73 @@ def run() -> Run:
 @pytest.fixture
 def run_dir(tmp_path: Path, run: Run) -> Path:
     return run.write(tmp_path / "run")
+
+
+def with_controls(
+    run: Run, *, coder: str | None = None
+) -> tuple[list[Explanation], list[Score], list[dict[str, Any]], dict[str, Any]]:
+    """`run` plus shuffled controls of both explainers for the detection scorer (maxact's
+    controls score 0.1, below every true score; vocabproj's 1.0, never below: at chance), a generic
+    vocabproj explanation whose detection score was skipped, a positional latent and a
+    flags.json naming a generic explanation; `coder` renames the coder (a second coder)."""
+    from saexplain.rundir import SKIPPED_GENERIC
+
+    def recode(item: Any) -> Any:
+        if coder is None:
+            return item
+        return item.model_copy(
+            update={"latent": item.latent.model_copy(update={"coder_id": coder})}
+        )
+
+    explanations = [recode(e) for e in run.explanations]
+    scores = [recode(s) for s in run.scores]
+    ok = {(e.latent, e.explainer): e for e in explanations if e.status is Status.OK}
+    refs = sorted({ref for ref, _ in ok}, key=lambda r: r.index)
+    for name, value in (("maxact", 0.1), ("vocabproj", 1.0)):
+        mine = [r for r in refs if (r, name) in ok]
+        for i, ref in enumerate(mine):
+            source = ok[mine[(i + 1) % len(mine)], name]
+            control = f"{name}~shuffled"
+            explanations.append(
+                Explanation(
+                    latent=ref,
+                    explainer=control,
+                    text=source.text,
+                    evidence={"shuffled_from": source.latent.key},
+                )
+            )
+            scores.append(Score(latent=ref, scorer="detection", explainer=control, value=value))
+    # vocabproj's explanation of the first latent was generic: its detection score skipped
+    first = refs[0]
+    skipped = Score(
+        latent=first,
+        scorer="detection",
+        explainer="vocabproj",
+        status=Status.FAILED,
+        error=f"{SKIPPED_GENERIC} (near-duplicate)",
+    )
+    scores = [
+        s for s in scores if (s.latent, s.explainer, s.scorer) != (first, "vocabproj", "detection")
+    ]
+    scores.append(skipped)
+    latents = []
+    for entry in run.latents:
+        entry = dict(entry)
+        if coder is not None:
+            entry["latent"] = {**entry["latent"], "coder_id": coder}
+        if entry["latent"]["index"] == first.index:
+            entry["filters"] = {"flags": ["positional"], "positional_mi": 0.2}
+        latents.append(entry)
+    flags = {
+        "generic": {
+            "vocabproj": [
+                {
+                    "latent": first.key,
+                    "coder": first.coder_id,
+                    "text": "x",
+                    "reason": "near-duplicate",
+                }
+            ]
+        }
+    }
+    return explanations, scores, latents, flags

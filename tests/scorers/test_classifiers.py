@@ -48,7 +48,7 @@ def test_true_explanation_scores_high_and_shuffled_near_chance(cls, latent, plan
     assert true.value > 0.9, true.metrics
     assert true.metrics["auroc"] > 0.9  # the competent double gives logprobs
     assert true.metrics["n_errors"] == 0
-    assert true.settings["prompt"] == f"{cls.name}@1" and true.settings["logprobs_used"] is True
+    assert true.settings["prompt"] == f"{cls.name}@2" and true.settings["logprobs_used"] is True
     other = (latent + 1) % len(WORDS)
     shuffled = run(cls(), record, explanation(record, other), ctx)
     assert 0.35 <= shuffled.value <= 0.65, shuffled.metrics
@@ -287,7 +287,7 @@ def test_settings_are_validated_and_recorded():
     with pytest.raises(ConfigError):
         FuzzingScorer(threshold=1.5)
     s = FuzzingScorer(threshold=0.5, batch_size=3).recorded_settings()
-    assert s["batch_size"] == 3 and s["threshold"] == 0.5 and s["prompt"] == "fuzzing@1"
+    assert s["batch_size"] == 3 and s["threshold"] == 0.5 and s["prompt"] == "fuzzing@2"
 
 
 def test_registered_as_builtin_scorers():

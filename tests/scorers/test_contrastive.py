@@ -174,7 +174,7 @@ def test_only_neighbour_negatives_are_shown_and_predictions_map_back_to_the_reco
     assert how == "item_index"
     assert all(examples[p.item].kind is ExampleKind.NEIGHBOUR for p in negatives)
     assert (
-        result.settings["negatives"] == "neighbour" and result.settings["prompt"] == "detection@1"
+        result.settings["negatives"] == "neighbour" and result.settings["prompt"] == "detection@2"
     )
 
 

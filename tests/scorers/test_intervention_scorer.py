@@ -96,7 +96,8 @@ def about(rec: LatentRecord, word: str) -> Explanation:
     return Explanation(latent=rec.latent, text=f'The word "{word}"', explainer="planted")
 
 
-SEEDS = (7, 8, 9, 10, 11)  # sampling at temperature 1: judged over several latent seeds
+SEEDS = tuple(range(7, 27))  # temperature-1 sampling: judged over enough latent seeds that the
+# means do not hang on one sampling order (5 seeds sat within noise of the margins)
 
 
 def test_true_explanation_beats_both_baselines_and_a_shuffled_one_does_not(world):

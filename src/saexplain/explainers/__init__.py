@@ -16,6 +16,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "saexplain.explainers.ensemble",
     "saexplain.explainers.selfexplain",
     "saexplain.explainers.given",
+    "saexplain.explainers.toptokens",
 )
 
 

@@ -43,6 +43,9 @@ What to use for what:
   steering scale reaching a target mean KL over `NEUTRAL_PROMPTS` (a `Strength`, cached in
   `ctx.work_dir`; `mean_kl` measures one edit), `generate_pairs` gives clean and intervened
   continuations of the same prompts.
+- Generic explanations: `generic_reasons` (near-duplicates over a run's explanations, and
+  instruction echoes of an explainer's `PromptWording`, with `GenericFlags` thresholds),
+  `flag_generic` (exact duplicates), `echoes_prompt`.
 - Metrics: `classification_metrics`, `auroc`, `pearson`, `saebench_accuracy`.
 - Settings: declare them as a `MethodSettings` subclass named `Settings` in the method class
   (fields with defaults, bounds and a `description`), build with `Settings.parse(name, kwargs)`
@@ -66,6 +69,12 @@ from saexplain.errors import (
 )
 from saexplain.hookspecs import Register, hookimpl
 from saexplain.methods.classify import FIRST_TOKENS, BinaryScorer
+from saexplain.methods.generic import (
+    GenericFlags,
+    echoes_prompt,
+    flag_generic,
+    generic_reasons,
+)
 from saexplain.methods.interventions import (
     NEUTRAL_PROMPTS,
     Strength,
@@ -146,6 +155,7 @@ from saexplain.protocols import (
     Needs,
     Preflight,
     ProbeAndGenerate,
+    PromptWording,
     Provider,
     Replace,
     SparseCoder,
@@ -184,6 +194,7 @@ __all__ = [
     "Example",
     "ExampleKind",
     "Explanation",
+    "GenericFlags",
     "Item",
     "LLMExplainer",
     "LatentIndexError",
@@ -200,6 +211,7 @@ __all__ = [
     "Preflight",
     "ProbeAndGenerate",
     "PromptTemplate",
+    "PromptWording",
     "Provider",
     "ProviderError",
     "Register",
@@ -229,11 +241,14 @@ __all__ = [
     "discard_cached",
     "display_tokens",
     "draw_items",
+    "echoes_prompt",
     "error_score",
     "expected_value",
     "final_score",
     "first_shown",
+    "flag_generic",
     "generate_pairs",
+    "generic_reasons",
     "highlight",
     "hookimpl",
     "input_error",

@@ -2,6 +2,16 @@
 held-out items with the latent's own seed, show them `batch_size` per prompt, parse a 0/1 list
 per batch, and score with balanced accuracy (AUROC from logprobs when the provider gives them).
 
+How the answer is read (`answer`): `"list"` parses a 0/1 list per batch; `"first_token"` and
+`"prefill"` show one item per call and read P(1) vs P(0) from the answer token's logprobs (the
+probability is kept, for AUROC). `"prefill"` writes the start of the reply for the model (the
+prompt's `prefill`, e.g. `"Answer:"`, as `ChatRequest.prefill`), so the very next token is the
+digit: small local models that open with prose ("The example...") still answer. `"auto"` (the
+default) is `"prefill"` on a provider that can continue a prefilled reply
+(`ProviderCapabilities.prefill`) and gives logprobs (the local provider), `"list"` elsewhere. A
+call that shows one item uses the prompt's one-item wording (`single_system`, `single_user`),
+never "a list of 1".
+
 A subclass sets `name` and `default_prompt` and says how an item is shown (`render_items`); it
 may limit the negatives it shows to some kinds (`negative_kinds`, e.g. neighbour contexts only).
 Predictions keep the record's item index (scoring examples, then all non-activating examples)
@@ -24,12 +34,13 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from string import Template
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
-from saexplain.errors import ParseError
+from saexplain.errors import ConfigError, ParseError
 from saexplain.methods.items import Item, draw_items, error_score, final_score, input_error
 from saexplain.methods.llm import Outcome, call, total_usage
 from saexplain.methods.parsing import p_one, parse_binary, token_at_offsets
@@ -46,12 +57,21 @@ from saexplain.models import (
     Score,
 )
 from saexplain.prompts import load_prompt
-from saexplain.protocols import MethodContext, Needs
+from saexplain.protocols import MethodContext, Needs, Provider
 from saexplain.providers.cache import discard_cached
 
 __all__ = ["FIRST_TOKENS", "BinaryScorer"]
 
 FIRST_TOKENS = 3  # answer="first_token" reads at most this many tokens ("[", "1", ...)
+AnswerMode = Literal["list", "first_token", "prefill"]
+
+
+def _fill_prompt(template: str, values: dict[str, str], where: str) -> str:
+    """`template` with its `$name` fields filled (a prompt file's extra templates)."""
+    try:
+        return Template(template).substitute(values)
+    except KeyError as e:
+        raise ConfigError(f"prompt {where} needs a value for ${e.args[0]}") from e
 
 
 def _constant_answer(predictions: Sequence[Prediction]) -> bool | None:
@@ -71,7 +91,12 @@ class BinaryScorer:
     class Settings(MethodSettings):
         """The settings of every binary-classification scorer."""
 
-        batch_size: int = Field(5, ge=1, description="contexts per prompt (EleutherAI's choice)")
+        batch_size: int = Field(
+            5,
+            ge=1,
+            description="contexts per prompt in list mode (EleutherAI's choice); "
+            '`"first_token"` and `"prefill"` show one per prompt',
+        )
         max_activating: int | None = Field(
             None,
             ge=1,
@@ -94,11 +119,15 @@ class BinaryScorer:
             le=1.0,
             description="the activation fraction SAEBench counts as active (see below)",
         )
-        answer: Literal["list", "first_token"] = Field(
-            "list",
-            description='`"first_token"`: one example per prompt, the prediction is P(1) vs P(0) '
-            "among the alternatives at the first answer token that has mass on either (for small "
-            "local models that will not keep to a list; needs `batch_size=1` and logprobs)",
+        answer: Literal["auto", "list", "first_token", "prefill"] = Field(
+            "auto",
+            description='`"list"`: a 0/1 list per prompt; `"first_token"`: one example per '
+            "prompt, the prediction is P(1) vs P(0) among the alternatives at the first answer "
+            'token that has mass on either (needs `batch_size=1` and logprobs); `"prefill"`: one '
+            "example per prompt, the reply is prefilled up to the digit (the prompt's `prefill`) "
+            "and P(1) vs P(0) is read at the next token (the digit's text without logprobs; needs "
+            'a provider that continues a prefilled reply); `"auto"`: `"prefill"` where the '
+            'provider can and gives logprobs, else `"list"`',
         )
         prompt: str | Path | None = Field(
             None,
@@ -138,6 +167,41 @@ class BinaryScorer:
         """One line of text per item (without the `Example k:` prefix)."""
         raise NotImplementedError
 
+    def answer_mode(self, provider: Provider) -> AnswerMode:
+        """How answers are read with `provider`: the `answer` setting, `"auto"` resolved."""
+        if self.settings.answer != "auto":
+            return self.settings.answer
+        caps = provider.capabilities
+        # one call per item pays off when the digit's probability is read (AUROC, no parsing);
+        # a provider that prefills without logprobs (Anthropic) keeps the cheaper batched lists
+        return (
+            "prefill"
+            if caps.prefill and caps.logprobs and self.settings.logprobs is not False
+            else "list"
+        )
+
+    def preflight(self, ctx: MethodContext) -> None:
+        """Before the run: `answer="prefill"` needs a provider that continues a prefilled reply
+        and a prompt that says where the reply starts."""
+        if self.settings.answer != "prefill":
+            return
+        provider = ctx.provider("scorer")
+        if not provider.capabilities.prefill:
+            raise ConfigError(
+                f"{self.name}: answer='prefill' needs a provider that continues a prefilled "
+                f"reply; {provider.model} does not (use answer='list' or 'auto', or the local "
+                "provider)"
+            )
+        self._prefill_text()
+
+    def _prefill_text(self) -> str:
+        text = self.prompt.data.get("prefill")
+        if not isinstance(text, str) or not text:
+            raise ConfigError(
+                f"{self.name}: answer='prefill' needs a `prefill` string in prompt {self.prompt.id}"
+            )
+        return text
+
     async def score(
         self, record: LatentRecord, explanation: Explanation, ctx: MethodContext
     ) -> Score:
@@ -156,12 +220,22 @@ class BinaryScorer:
         order = [items[i] for i in rng.permutation(len(items))]
         texts = self.render_items(order, rng, ctx)
         provider = ctx.provider("scorer")
+        mode = self.answer_mode(provider)
         use_lp = (
             provider.capabilities.logprobs
             if self.settings.logprobs is None
             else self.settings.logprobs
         )
-        if self.settings.answer == "first_token" and not use_lp:
+        if mode == "prefill" and not provider.capabilities.prefill:
+            return error_score(
+                record,
+                explanation,
+                self.name,
+                settings,
+                f"answer='prefill' needs a provider that continues a prefilled reply; "
+                f"{provider.model} does not",
+            )
+        if mode == "first_token" and not use_lp:
             return error_score(
                 record,
                 explanation,
@@ -170,20 +244,25 @@ class BinaryScorer:
                 f"answer='first_token' needs logprobs; {provider.model} does not give them",
             )
         wanted = self.settings.top_logprobs
+        if mode == "prefill":
+            # one token's alternatives are all there is to read: ask for as many as served, so
+            # both digits (and their " 1" / "1" variants) are among them
+            wanted = max(wanted, 20)
         top = min(wanted, provider.capabilities.max_top_logprobs or wanted)
-        settings |= {"latent_seed": seed, "logprobs_used": use_lp}
+        settings |= {"latent_seed": seed, "logprobs_used": use_lp, "answer_used": mode}
 
         described = one_line_explanation(explanation)
-        size = self.settings.batch_size
+        size = 1 if mode in ("first_token", "prefill") else self.settings.batch_size
         batches = [list(range(i, min(i + size, len(order)))) for i in range(0, len(order), size)]
         requests = [
-            self._request(described, [texts[j] for j in batch], use_lp, top) for batch in batches
+            self._request(described, [texts[j] for j in batch], use_lp, top, mode)
+            for batch in batches
         ]
         outcomes = await asyncio.gather(*(call(ctx, r) for r in requests))
 
         predictions: list[Prediction] = []
         for batch, outcome in zip(batches, outcomes, strict=True):
-            predictions.extend(self._read(outcome, [order[j] for j in batch], use_lp))
+            predictions.extend(self._read(outcome, [order[j] for j in batch], use_lp, mode))
         predictions.sort(key=lambda p: p.item)
         return self._result(record, explanation, items, predictions, outcomes, settings)
 
@@ -217,26 +296,47 @@ class BinaryScorer:
         ]
         return seed, rng, items
 
+    def _messages(self, explanation: str, texts: Sequence[str]) -> tuple[Message, Message]:
+        """The system and user messages; one item gets the prompt's one-item wording (when the
+        prompt has it), so the model is never asked for "a list of 1 values"."""
+        single_system = self.prompt.data.get("single_system")
+        single_user = self.prompt.data.get("single_user")
+        if len(texts) == 1 and isinstance(single_system, str) and isinstance(single_user, str):
+            system = _fill_prompt(single_system, {}, f"{self.prompt.id} single_system")
+            user = _fill_prompt(
+                single_user,
+                {"explanation": explanation, "example": texts[0]},
+                f"{self.prompt.id} single_user",
+            )
+        else:
+            examples = "\n".join(f"Example {k}: {t}" for k, t in enumerate(texts, start=1))
+            system = self.prompt.render_system()
+            user = self.prompt.render_user(explanation=explanation, examples=examples, n=len(texts))
+        return Message(role="system", content=system), Message(role="user", content=user)
+
     def _request(
-        self, explanation: str, texts: Sequence[str], logprobs: bool, top: int
+        self, explanation: str, texts: Sequence[str], logprobs: bool, top: int, mode: AnswerMode
     ) -> ChatRequest:
-        examples = "\n".join(f"Example {k}: {t}" for k, t in enumerate(texts, start=1))
-        first_token = self.settings.answer == "first_token"
-        user = self.prompt.render_user(explanation=explanation, examples=examples, n=len(texts))
+        if mode == "prefill":
+            max_tokens = 1  # the digit is the very next token: one forward pass
+        elif mode == "first_token":
+            # the answer is read from the first tokens' alternatives alone, which suits small
+            # local models that will not keep to a list format
+            max_tokens = FIRST_TOKENS
+        else:
+            max_tokens = 16 + 4 * len(texts)
         return ChatRequest(
-            messages=(
-                Message(role="system", content=self.prompt.render_system()),
-                Message(role="user", content=user),
-            ),
+            messages=self._messages(explanation, texts),
             temperature=0.0,
-            # first_token: the answer is read from the first token's alternatives alone, which
-            # suits small local models that will not keep to a list format
-            max_tokens=FIRST_TOKENS if first_token else 16 + 4 * len(texts),
+            max_tokens=max_tokens,
             logprobs=logprobs,
             top_logprobs=top if logprobs else None,
+            prefill=self._prefill_text() if mode == "prefill" else None,
         )
 
-    def _read(self, outcome: Outcome, items: Sequence[Item], logprobs: bool) -> list[Prediction]:
+    def _read(
+        self, outcome: Outcome, items: Sequence[Item], logprobs: bool, mode: AnswerMode
+    ) -> list[Prediction]:
         def errors(message: str) -> list[Prediction]:
             return [
                 Prediction(item=it.index, truth=it.truth, error=message, quantile=it.quantile)
@@ -246,7 +346,19 @@ class BinaryScorer:
         if outcome.response is None:
             return errors(outcome.error or "provider call failed")
         choice = outcome.response.choices[0]
-        if self.settings.answer == "first_token":
+        if mode == "prefill" and not (logprobs and choice.logprobs):
+            # no logprobs: the digit the model wrote after the prefill is the answer
+            digit = choice.text.strip()[:1]
+            if digit not in ("0", "1"):
+                discard_cached(outcome.response)  # an answer not used is not replayed by a rerun
+                return errors(f"no 0/1 after the prefilled reply: {choice.text[:50]!r}")
+            (it,) = items
+            return [
+                Prediction(
+                    item=it.index, truth=it.truth, predicted=digit == "1", quantile=it.quantile
+                )
+            ]
+        if mode in ("first_token", "prefill"):
             # the first position with mass on 0 or 1 (an answer may open with "[")
             p = next((q for t in choice.logprobs or () if (q := p_one(t)) is not None), None)
             if p is None:

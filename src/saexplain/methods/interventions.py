@@ -402,29 +402,21 @@ async def generate_pairs(
 ) -> list[tuple[str, str]]:
     """(clean, intervened) continuations of each prompt at `strength`.
 
-    Both arms run in one batched `generate` call: the prompts twice, the edit restricted to the
-    second copy (`rows`), sampling from `seed`, under the model lock. Prompts are grouped
-    by token length (one call per length): the torch backends decode with a KV cache only when
-    every row has one length (mixed lengths recompute the whole context at every step, slower
-    than one cached call per length)."""
+    Both arms of every prompt run in one batched `generate` call: the prompts twice, the edit
+    restricted to the second copy (`rows`), sampling from `seed`, under the model lock. Prompts
+    of different token lengths share the call: the torch backends left-pad them into one
+    KV-cached batch (or, on a stack without left padding, split it by length themselves)."""
     backend, coder = _require(ctx, "generate_pairs")
     texts = list(prompts)
-    groups: dict[int, list[int]] = {}
-    lengths = backend.tokenize(texts).mask.sum(axis=1).tolist() if texts else []
-    for i, n in enumerate(lengths):
-        groups.setdefault(int(n), []).append(i)
+    if not texts:
+        return []
+    n = len(texts)
+    edits = strength.edits(coder, rows=tuple(range(n, 2 * n)))  # the intervened copy
 
     def both() -> list[tuple[str, str]]:
-        out: dict[int, tuple[str, str]] = {}
-        for rows in groups.values():
-            n = len(rows)
-            edits = strength.edits(coder, rows=tuple(range(n, 2 * n)))  # the intervened copy
-            batch = [texts[i] for i in rows] * 2
-            made = backend.generate(
-                batch, edits, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-            )
-            for k, i in enumerate(rows):
-                out[i] = (made[k], made[n + k])
-        return [out[i] for i in range(len(texts))]
+        made = backend.generate(
+            texts * 2, edits, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+        )
+        return list(zip(made[:n], made[n:], strict=True))
 
     return await run_model(backend, both)

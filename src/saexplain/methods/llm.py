@@ -224,6 +224,12 @@ class LLMExplainer:
             marker=self.marker,
         )
 
+    def prompt_wording(self) -> str:
+        """The system text and the few-shot answers (`PromptWording`): what an explanation
+        that echoes its instructions repeats."""
+        answers = [m.content for m in self.shot_messages() if m.role == "assistant"]
+        return "\n".join([self.system_text(), *answers])
+
     def shot_answer(self, shot: Mapping[str, Any]) -> str:
         style = self.settings.style
         answer = shot.get(style)

@@ -30,6 +30,7 @@ from saexplain.pipeline.resolve import (
     Prepared,
     build_backend,
     build_coder,
+    build_coders,
     build_methods,
     check_coder_fits,
     config_digest,
@@ -46,6 +47,7 @@ from saexplain.pipeline.stages import (
     explain_and_score,
     finish_report,
     method_ids,
+    prompt_wordings,
     write_flags,
 )
 from saexplain.plugins import PluginManager
@@ -69,6 +71,7 @@ __all__ = [
     "bare_records",
     "build_backend",
     "build_coder",
+    "build_coders",
     "build_methods",
     "build_run_records",
     "check_coder_fits",
@@ -141,7 +144,8 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
         # the methods' configuration ids name the results the report shows
         methods = method_ids(p).model_dump(mode="json")
         p.run_dir.write_json("manifest", {**manifest(p), "methods": methods})
-        log.info("run %s: %s, coder %s", p.run_dir.path, p.backend.model_id, p.coder.id)
+        coders = ", ".join(c.id for c in p.coders)
+        log.info("run %s: %s, coders %s", p.run_dir.path, p.backend.model_id, coders)
         store: ActivationStore | None = None
         if p.collects:
             store = await _off_loop(collect_store, p, progress=progress)
@@ -153,7 +157,7 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
         finally:
             await close_providers(p.providers)  # saves spend.json, closes HTTP sessions
         record_provider_calls(p.run_dir, p.providers)  # spend, retries, errors: manifest
-        write_flags(p.run_dir)
+        write_flags(p.run_dir, prompts=prompt_wordings(p.explainers))
         return await _off_loop(finish_report, p.run_dir)
 
 

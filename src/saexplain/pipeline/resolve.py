@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from saexplain.concurrency import model_lock
 from saexplain.errors import ConfigError, LatentIndexError
 from saexplain.files import writing
 from saexplain.fingerprint import fingerprint_arrays
-from saexplain.models import LatentSelection, RunConfig
+from saexplain.models import CoderSpec, LatentSelection, RunConfig
 from saexplain.plugins import PluginManager, get_plugin_manager
 from saexplain.protocols import (
     Backend,
@@ -49,9 +49,11 @@ __all__ = [
     "Prepared",
     "build_backend",
     "build_coder",
+    "build_coders",
     "build_methods",
     "check_coder_fits",
     "check_latents",
+    "coder_items",
     "config_digest",
     "fingerprints",
     "manifest",
@@ -65,11 +67,14 @@ __all__ = [
 
 @dataclass
 class Prepared:
-    """A run's resolved components, checked and ready."""
+    """A run's resolved components, checked and ready.
+
+    `coders` are the run's coders in config order (a release pattern expanded), each with its
+    own latent selection in `selections` (by coder id)."""
 
     config: RunConfig
     backend: Backend
-    coder: SparseCoder
+    coders: list[SparseCoder]
     explainers: dict[str, Explainer]
     scorers: dict[str, Scorer]
     providers: dict[str, Provider]
@@ -77,6 +82,27 @@ class Prepared:
     dataset: object
     run_dir: RunDir
     manager: PluginManager = field(repr=False, default_factory=get_plugin_manager)
+    selections: dict[str, LatentSelection] = field(default_factory=dict)
+
+    @property
+    def coder(self) -> SparseCoder:
+        """The coder of a one-coder run; with several, `coder_for(latent.coder_id)` is the one a
+        latent belongs to, so this raises rather than pick one."""
+        if len(self.coders) != 1:
+            ids = ", ".join(c.id for c in self.coders)
+            raise ValueError(f"this run has {len(self.coders)} coders ({ids}): use coder_for(id)")
+        return self.coders[0]
+
+    def coder_for(self, coder_id: str) -> SparseCoder:
+        """The run's coder with this id (a latent's `coder_id`)."""
+        for c in self.coders:
+            if c.id == coder_id:
+                return c
+        raise LookupError(f"no coder {coder_id!r} in this run: {[c.id for c in self.coders]}")
+
+    def selection(self, coder: SparseCoder) -> LatentSelection:
+        """The latents to run on `coder`: its own selection, else the run's `latents`."""
+        return self.selections.get(coder.id, self.config.latents)
 
     @property
     def collects(self) -> bool:
@@ -184,29 +210,95 @@ def _coder_source(coder: object, manager: PluginManager) -> str:
     )
 
 
-def build_coder(
-    coder: object, config: RunConfig, manager: PluginManager, backend: Backend
-) -> SparseCoder:
-    """`coder` as a SparseCoder: as given, loaded from a `"source:spec"` string, or wrapped.
+def _load_coders(
+    coder: object, settings: Mapping[str, Any], manager: PluginManager, backend: Backend
+) -> list[SparseCoder]:
+    """`coder` as SparseCoders: as given, loaded from a `"source:spec"` string, or wrapped.
 
     A `(release, sae_id)` pair reads as the bare spec `"release/sae_id"`. A bare spec or a live
-    object goes to the source a plugin claims for it (`detect_coder`).
+    object goes to the source a plugin claims for it (`detect_coder`). A source may return
+    several coders for one spec (a release pattern).
     """
     if isinstance(coder, SparseCoder):
-        return coder
+        return [coder]
     if isinstance(coder, tuple) and len(coder) == 2:
         coder = f"{coder[0]}/{coder[1]}"
-    settings = {"backend": backend, **config.coder_settings}
+    full = {"backend": backend, **settings}
     if isinstance(coder, str):
         source, spec = parse_coder_spec(coder)
         if source is None:
             source = _coder_source(spec, manager)
-        loaded: SparseCoder = _instantiate("coder", manager.coders, source, settings, spec)
-        return loaded
-    wrapped: SparseCoder = _instantiate(
-        "coder", manager.coders, _coder_source(coder, manager), settings, coder
+        loaded: object = _instantiate("coder", manager.coders, source, full, spec)
+    else:
+        loaded = _instantiate("coder", manager.coders, _coder_source(coder, manager), full, coder)
+    items: list[object] = list(loaded) if isinstance(loaded, list | tuple) else [loaded]
+    if not items:
+        raise ConfigError(f"coder {coder!r} names no coders (a pattern that matches nothing?)")
+    found: list[SparseCoder] = []
+    for c in items:
+        if not isinstance(c, SparseCoder):
+            raise ConfigError(f"the coder source for {coder!r} gave {c!r}, not a SparseCoder")
+        found.append(c)
+    return found
+
+
+def build_coder(
+    coder: object, config: RunConfig, manager: PluginManager, backend: Backend
+) -> SparseCoder:
+    """`coder` as one SparseCoder (see `build_coders`), with a one-coder run's settings."""
+    settings = config.coders[0].settings if len(config.coders) == 1 else {}
+    found = _load_coders(coder, settings, manager, backend)
+    if len(found) != 1:
+        raise ConfigError(f"{coder!r} names {len(found)} coders; build_coders loads several")
+    return found[0]
+
+
+def coder_items(coder: object) -> list[object]:
+    """What `prepare` / `sx.explain` were given as coders, one item per coder spec: a list or
+    tuple of coders, or one coder. A pair `(release, sae_id)` is one coder, and
+    `(release, [id, ...])` one pair per id."""
+    pair = (
+        isinstance(coder, tuple)
+        and len(coder) == 2
+        and isinstance(coder[0], str)
+        and isinstance(coder[1], str | list | tuple)
     )
-    return wrapped
+    if pair and isinstance(coder, tuple) and not isinstance(coder[1], str):
+        return [(coder[0], str(i)) for i in coder[1]]
+    if isinstance(coder, list) or (isinstance(coder, tuple) and not pair):
+        return [item for c in coder for item in coder_items(c)]
+    return [coder]
+
+
+def build_coders(
+    config: RunConfig, manager: PluginManager, backend: Backend, given: object | None = None
+) -> tuple[list[SparseCoder], dict[str, LatentSelection]]:
+    """The run's coders, in order, and the latent selection of each one that has its own.
+
+    From `config.coders` (each spec may name several: a release pattern), or from `given` (a
+    coder object or spec, or a list of them, as `sx.explain` passes), paired with the config's
+    specs by position for their settings and latents. Coder ids must be unique: latents are
+    keyed by them.
+    """
+    items = [s.coder for s in config.coders] if given is None else coder_items(given)
+    specs: Sequence[CoderSpec | None] = (
+        config.coders if len(config.coders) == len(items) else [None] * len(items)
+    )
+    coders: list[SparseCoder] = []
+    selections: dict[str, LatentSelection] = {}
+    for item, spec in zip(items, specs, strict=True):
+        for c in _load_coders(item, spec.settings if spec else {}, manager, backend):
+            coders.append(c)
+            if spec is not None and spec.latents is not None:
+                selections[c.id] = spec.latents
+    ids = [c.id for c in coders]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(
+            f"coders listed twice (or two coders with one id): {', '.join(dupes)}; latents are "
+            "keyed by coder id, so each coder must have its own"
+        )
+    return coders, selections
 
 
 def check_coder_fits(backend: Backend, coder: SparseCoder) -> None:
@@ -258,19 +350,30 @@ def resolve_dataset(dataset: object, manager: PluginManager) -> object:
     return dataset
 
 
+def _coder_fingerprint(coder: SparseCoder) -> str:
+    if isinstance(coder, Fingerprinted):
+        return coder.fingerprint()
+    return fingerprint_arrays({"W_dec": coder.W_dec})
+
+
 def fingerprints(
-    backend: Backend, coder: SparseCoder, dataset: object, config: RunConfig
+    backend: Backend,
+    coders: SparseCoder | Sequence[SparseCoder],
+    dataset: object,
+    config: RunConfig,
 ) -> dict[str, str]:
     """Content fingerprints for the run's identity (`RunConfig.fingerprints`): of the model's
-    and the coder's weights (`Fingerprinted`; a coder without it by its decoder), and of a
-    dataset passed in memory (named datasets are identified by their name)."""
+    and each coder's weights (`Fingerprinted`; a coder without it by its decoder): `coder` for
+    a one-coder run, `coder:<id>` for each of several; and of a dataset passed in memory (named
+    datasets are identified by their name)."""
+    coders = [coders] if isinstance(coders, SparseCoder) else list(coders)
     out: dict[str, str] = {}
     if isinstance(backend, Fingerprinted):
         out["model"] = backend.fingerprint()
-    if isinstance(coder, Fingerprinted):
-        out["coder"] = coder.fingerprint()
+    if len(coders) == 1:
+        out["coder"] = _coder_fingerprint(coders[0])
     else:
-        out["coder"] = fingerprint_arrays({"W_dec": coder.W_dec})
+        out.update({f"coder:{c.id}": _coder_fingerprint(c) for c in coders})
     if not isinstance(dataset, str | os.PathLike):
         out["dataset"] = describe_dataset(dataset, text_field=config.text_field, split=config.split)
     return out
@@ -280,7 +383,9 @@ def run_path(config: RunConfig) -> Path:
     """The run directory: `output_dir/name`, or a slug of model and coder plus the data digest."""
     if config.name:
         return Path(config.output_dir) / config.name
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{config.model}-{config.coder}").strip("-")[-60:]
+    first = config.coders[0].coder
+    more = f"-and-{len(config.coders) - 1}" if len(config.coders) > 1 else ""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{config.model}-{first}{more}").strip("-")[-60:]
     return Path(config.output_dir) / f"{slug}-{config_digest(config)}"
 
 
@@ -289,6 +394,9 @@ def manifest(p: Prepared) -> dict[str, Any]:
     BOS policy, whether activations were collected, and providers."""
     from saexplain import __version__
 
+    coders: list[dict[str, Any]] = [
+        {"id": c.id, "hook": c.hook, "d_sae": int(c.d_sae)} for c in p.coders
+    ]
     plugins = [
         {"name": i.name, "distribution": i.distribution, "version": i.version, "state": i.state}
         for i in p.manager.info()
@@ -299,7 +407,9 @@ def manifest(p: Prepared) -> dict[str, Any]:
         "seed": p.config.seed,
         "model": p.backend.model_id,
         "backend": p.backend.name,
-        "coder": {"id": p.coder.id, "hook": p.coder.hook, "d_sae": int(p.coder.d_sae)},
+        # a one-coder run: that coder; several: their ids (each one in `coders`)
+        "coder": coders[0] if len(coders) == 1 else ", ".join(str(c["id"]) for c in coders),
+        "coders": coders,
         "prepend_bos": p.config.prepend_bos,
         "bos_token_id": p.backend.bos_token_id,
         "collected": p.collects,  # false: no chosen method reads records, nothing was collected
@@ -349,6 +459,10 @@ def prepare(
         record_config = RecordConfig.model_validate({"seed": config.seed, **config.records})
     except ValueError as e:
         raise ConfigError(f"bad `records` settings: {e}") from e
+    if config.filters is not None:  # bad `filters:` settings fail before any model loads
+        from saexplain.analysis.filters import FilterConfig
+
+        FilterConfig.parse(config.filters)
     # the providers first: a missing key fails in seconds, before any model is loaded
     provider_map = build_providers(
         config,
@@ -361,14 +475,15 @@ def prepare(
     backend = build_backend(
         config.model if model is None else model, config, manager, **(backend_settings or {})
     )
-    sparse_coder = build_coder(config.coder if coder is None else coder, config, manager, backend)
+    coders, selections = build_coders(config, manager, backend, coder)
     collects = reads_records(explainers, scorers)
-    check_latents(config.latents, sparse_coder, collects=collects)
-    check_coder_fits(backend, sparse_coder)
-    preflight(explainers, scorers, MethodContext(backend, sparse_coder, provider_map))
+    for c in coders:
+        check_latents(selections.get(c.id, config.latents), c, collects=collects)
+        check_coder_fits(backend, c)
+        preflight(explainers, scorers, MethodContext(backend, c, provider_map))
     given_data = config.dataset if dataset is None else dataset
     config = config.model_copy(
-        update={"fingerprints": fingerprints(backend, sparse_coder, given_data, config)}
+        update={"fingerprints": fingerprints(backend, coders, given_data, config)}
     )
     ledger = run_ledger(provider_map)
     if ledger is not None:
@@ -381,7 +496,8 @@ def prepare(
     return Prepared(
         config=config,
         backend=backend,
-        coder=sparse_coder,
+        coders=coders,
+        selections=selections,
         explainers=explainers,
         scorers=scorers,
         providers=provider_map,

@@ -36,6 +36,7 @@ from saexplain.pipeline.resolve import Prepared
 from saexplain.protocols import (
     Explainer,
     MethodContext,
+    PromptWording,
     Provider,
     RecordsSettings,
     Scorer,
@@ -44,11 +45,14 @@ from saexplain.protocols import (
 from saexplain.providers.build import LoggedProvider, current_latent, current_method
 from saexplain.providers.wrap import run_ledger
 from saexplain.rundir import (
+    SKIPPED_GENERIC,
     JsonlLog,
     LatentEntry,
     MethodIdentity,
     MethodIds,
     RunDir,
+    control_name,
+    control_of,
     latent_key,
     method_id,
 )
@@ -64,6 +68,8 @@ __all__ = [
     "explain_and_score",
     "finish_report",
     "method_ids",
+    "prompt_wordings",
+    "shuffled_derangement",
     "write_flags",
 ]
 
@@ -74,7 +80,8 @@ log = logging.getLogger("saexplain.pipeline")
 
 
 def collect_store(p: Prepared, *, progress: bool) -> ActivationStore:
-    """The run's activation store, collected (or resumed) over the dataset."""
+    """The run's activation store, collected (or resumed) over the dataset: every coder of the
+    run in one forward pass per batch (the backend stops at the deepest coder's hook)."""
     from saexplain.store import collect
 
     cfg = p.config
@@ -88,7 +95,7 @@ def collect_store(p: Prepared, *, progress: bool) -> ActivationStore:
     with model_lock(p.backend):
         store = collect(
             p.backend,
-            p.coder,
+            p.coders,
             p.dataset,
             path,
             context_length=cfg.context_length,
@@ -109,36 +116,109 @@ def collect_store(p: Prepared, *, progress: bool) -> ActivationStore:
 
 
 def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) -> list[LatentRecord]:
-    """Records of the selected latents; reuses those a previous attempt wrote."""
+    """Records of the selected latents of every coder, coder by coder; reuses those a previous
+    attempt wrote."""
     from saexplain.sampling import RecordBuilder, select_latents
 
-    report = select_latents(
-        store,
-        p.config.latents,
-        coder_id=p.coder.id,
-        seed=p.config.seed,
-        rare_below=p.record_config.rare_below,
-    )
-    alive = [i for i in report.latents if i not in set(report.dead)]
-    log.info(
-        "records: %d latents selected, %d dead, %d rare",
-        len(report.latents),
-        len(report.dead),
-        len(report.rare),
-    )
-    if not alive:
-        raise ConfigError(
-            f"no alive latents in the selection ({len(report.latents)} selected, "
-            f"{len(report.dead)} never fired over {store.n_tokens} tokens): select other latents "
-            "or collect more tokens"
-        )
     stored = p.run_dir.stored_records()
-    builder = RecordBuilder(store, p.backend, p.record_config, coder_id=p.coder.id)
     records: list[LatentRecord] = []
-    todo = [i for i in report.latents if latent_key(builder.ref(i)) not in stored]
+    selected = dead = 0
+    for coder in p.coders:
+        report = select_latents(
+            store,
+            p.selection(coder),
+            coder_id=coder.id,
+            seed=p.config.seed,
+            rare_below=p.record_config.rare_below,
+        )
+        selected, dead = selected + len(report.latents), dead + len(report.dead)
+        log.info(
+            "records of %s: %d latents selected, %d dead, %d rare",
+            coder.id,
+            len(report.latents),
+            len(report.dead),
+            len(report.rare),
+        )
+        builder = RecordBuilder(store, p.backend, p.record_config, coder_id=coder.id)
+        kept, found = _filter_latents(p, store, coder, builder, report.latents, stored)
+        records += _coder_records(p, builder, kept, stored, progress=progress, filters=found)
+    if selected == dead:
+        raise ConfigError(
+            f"no alive latents in the selection ({selected} selected, {dead} never fired over "
+            f"{store.n_tokens} tokens): select other latents or collect more tokens"
+        )
+    return records
+
+
+def _filter_latents(
+    p: Prepared,
+    store: ActivationStore,
+    coder: Any,
+    builder: Any,
+    latents: Sequence[int],
+    stored: Mapping[Any, LatentRecord],
+) -> tuple[list[int], dict[int, dict[str, Any]]]:
+    """The latents to build records for, and each latent's filter findings (`filters:` in the
+    config; none without it). Skipped latents get a `filtered` line in latents.jsonl, and their
+    count is logged here, before any LLM call."""
+    if p.config.filters is None:
+        return list(latents), {}
+    from saexplain.analysis.filters import FilterConfig, compute_filters, skipped
+
+    cfg = FilterConfig.parse(p.config.filters)
+    with model_lock(p.backend):  # the unigram check runs the model
+        found = compute_filters(
+            store,
+            latents,
+            cfg,
+            coder_id=coder.id,
+            backend=p.backend,
+            coder=coder,
+            seed=p.config.seed,
+        )
+    skip = skipped(found, cfg.skip)
+    for index, flags in skip.items():
+        if latent_key(builder.ref(index)) not in stored:  # an earlier attempt's record stays
+            p.run_dir.latents.append(
+                LatentEntry(
+                    latent=builder.ref(index),
+                    status="filtered",
+                    reason="skipped by the filters: " + ", ".join(flags),
+                    count=found[index].count,
+                    filters=found[index].to_json(),
+                )
+            )
+    counts = {
+        f: sum(f in v.flags for v in found.values())
+        for f in ("dead", "rare", "positional", "unigram")
+    }
+    log.info(
+        "filters of %s: %s; %d of %d latents skipped before any LLM call (skip: %s)",
+        coder.id,
+        ", ".join(f"{n} {f}" for f, n in counts.items()),
+        len(skip),
+        len(found),
+        ", ".join(cfg.skip) or "nothing",
+    )
+    kept = [i for i in latents if i not in skip or latent_key(builder.ref(i)) in stored]
+    return kept, {i: f.to_json() for i, f in found.items()}
+
+
+def _coder_records(
+    p: Prepared,
+    builder: Any,
+    latents: Sequence[int],
+    stored: Mapping[Any, LatentRecord],
+    *,
+    progress: bool,
+    filters: Mapping[int, dict[str, Any]] | None = None,
+) -> list[LatentRecord]:
+    """One coder's records of `latents` (a `RecordBuilder` for that coder), stored ones reused."""
+    records: list[LatentRecord] = []
+    todo = [i for i in latents if latent_key(builder.ref(i)) not in stored]
     bar = _bar(progress, len(todo), "records")
     with model_lock(p.backend):  # the builder tokenizes and may run the model (hard negatives)
-        for index in report.latents:
+        for index in latents:
             key = latent_key(builder.ref(index))
             if key in stored:
                 records.append(stored[key])
@@ -155,6 +235,7 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
                     count=outcome.count,
                     n_windows=outcome.n_windows,
                     stats=None if outcome.record is None else outcome.record.stats,
+                    filters=(filters or {}).get(index),
                 )
             )
             if outcome.record is not None:
@@ -162,12 +243,12 @@ def build_run_records(p: Prepared, store: ActivationStore, *, progress: bool) ->
                 records.append(outcome.record)
             bar.update(1)
     bar.close()
-    reused = len(report.latents) - len(todo)
+    reused = len(latents) - len(todo)
     log.info(
         "records: %d built, %d reused from an earlier attempt, %d latents without one",
         len(records) - reused,
         reused,
-        len(report.latents) - len(records),
+        len(latents) - len(records),
     )
     return records
 
@@ -176,26 +257,29 @@ def bare_records(p: Prepared) -> list[LatentRecord]:
     """Records holding only the latent (no examples, zero statistics), for a run whose methods
     read no records: nothing is collected, so every selected latent is explained, fired or not.
 
-    The latents are the selection's indices or range; `sample` draws that many of them (of all
-    the coder's latents without a range) uniformly, with the run's seed, since no statistics say
-    which fire. A frequency band was refused when the run was prepared (`check_latents`)."""
-    selection = p.config.latents
-    if selection.indices is not None:
-        candidates = np.unique(np.asarray(selection.indices, dtype=np.int64))
-    else:
-        stop = int(p.coder.d_sae) if selection.stop is None else selection.stop
-        candidates = np.arange(selection.start or 0, stop, dtype=np.int64)
-    if selection.sample is not None and selection.sample < len(candidates):
-        # the purpose select_latents draws with: the same seed stream, another pool (all latents)
-        rng = np.random.default_rng(derive_seed(p.config.seed, p.coder.id, "select"))
-        candidates = np.sort(rng.choice(candidates, size=selection.sample, replace=False))
+    For each coder, the latents are its selection's indices or range; `sample` draws that many
+    of them (of all the coder's latents without a range) uniformly, with the run's seed, since
+    no statistics say which fire. A frequency band was refused when the run was prepared
+    (`check_latents`)."""
     no_data = LatentStats(n_tokens=0, count=0)
-    records = [
-        LatentRecord(
-            latent=LatentRef(coder_id=p.coder.id, hook=p.coder.hook, index=int(i)), stats=no_data
-        )
-        for i in candidates
-    ]
+    records: list[LatentRecord] = []
+    for coder in p.coders:
+        selection = p.selection(coder)
+        if selection.indices is not None:
+            candidates = np.unique(np.asarray(selection.indices, dtype=np.int64))
+        else:
+            stop = int(coder.d_sae) if selection.stop is None else selection.stop
+            candidates = np.arange(selection.start or 0, stop, dtype=np.int64)
+        if selection.sample is not None and selection.sample < len(candidates):
+            # the purpose select_latents draws with: the same seed stream, another pool
+            rng = np.random.default_rng(derive_seed(p.config.seed, coder.id, "select"))
+            candidates = np.sort(rng.choice(candidates, size=selection.sample, replace=False))
+        records += [
+            LatentRecord(
+                latent=LatentRef(coder_id=coder.id, hook=coder.hook, index=int(i)), stats=no_data
+            )
+            for i in candidates
+        ]
     log.info(
         "records: no chosen method reads records, so nothing is collected; %d latents selected",
         len(records),
@@ -275,11 +359,17 @@ def method_ids(p: Prepared) -> MethodIds:
     def llm(method: object, role: str) -> str | None:
         return _llm(p.providers, role) if needs_of(method).provider else None
 
+    explainers = {
+        n: _identity(n, m, given.get(n, {}), llm(m, "explainer")) for n, m in p.explainers.items()
+    }
+    if p.config.shuffled_controls:
+        # a control is identified by its explainer's configuration and the derangement's seed
+        for n, e in list(explainers.items()):
+            c = control_name(n)
+            settings = {"shuffled": e.id, "seed": p.config.seed}
+            explainers[c] = MethodIdentity(id=method_id(c, settings, e.llm), llm=e.llm)
     return MethodIds(
-        explainers={
-            n: _identity(n, m, given.get(n, {}), llm(m, "explainer"))
-            for n, m in p.explainers.items()
-        },
+        explainers=explainers,
         scorers={
             n: _identity(n, m, given.get(n, {}), llm(m, "scorer")) for n, m in p.scorers.items()
         },
@@ -305,6 +395,28 @@ def _encoded(log: JsonlLog, result: Explanation | Score) -> bytes:
         raise ValueError(f"the result cannot be written: {type(e).__name__}: {e}") from e
 
 
+def shuffled_derangement(keys: Sequence[str], seed: int, explainer: str) -> dict[str, str]:
+    """A derangement of `keys` (latent keys), as {latent: the latent whose explanation it gets}.
+
+    The keys are ordered by a seeded hash of each key alone and each is given its successor in
+    that cycle, so no key maps to itself, the same keys always give the same map (whatever their
+    order), and adding or losing one latent changes the partners of its two neighbours only.
+    Empty for fewer than two keys: there is no other latent to borrow from."""
+    order = sorted(set(keys), key=lambda k: (derive_seed(seed, explainer, "shuffled", k), k))
+    if len(order) < 2:
+        return {}
+    return {k: order[(i + 1) % len(order)] for i, k in enumerate(order)}
+
+
+def prompt_wordings(explainers: Mapping[str, Explainer]) -> dict[str, str]:
+    """The prompt wording of each explainer that has one (`PromptWording`): the echo check."""
+    return {n: e.prompt_wording() for n, e in explainers.items() if isinstance(e, PromptWording)}
+
+
+def _control_key(ref: LatentRef) -> str:
+    return f"{ref.coder_id}/{ref.key}"
+
+
 async def explain_and_score(
     p: Prepared, records: Sequence[LatentRecord], store: object, *, progress: bool
 ) -> None:
@@ -313,6 +425,11 @@ async def explain_and_score(
     A pair is pending unless the run holds a final result of the method's current configuration
     (`method_ids`). Each result is written the moment it exists, inside the same guard as the
     method: a crash, or a result that cannot be written, becomes an `error` result.
+
+    Without `shuffled_controls` and `skip_generic` each latent is scored as soon as it is
+    explained. With either, the run goes in phases, since both need every explanation first:
+    explain all, flag generic explanations (`flags.json`), then score all, the true explanations
+    (those flagged skipped under `skip_generic`) and the shuffled controls together.
     """
     providers: Mapping[str, Provider] = p.providers
     if p.config.log_prompts:
@@ -321,6 +438,7 @@ async def explain_and_score(
     done_e = p.run_dir.done_explanations()
     latest_s = p.run_dir.latest_scores()
     done_s = p.run_dir.done_scores()
+    phased = p.config.shuffled_controls or p.config.skip_generic
 
     def e_key(record: LatentRecord, name: str) -> tuple[Any, ...]:
         return (latent_key(record.latent), name, ids.explainers[name].id)
@@ -328,20 +446,21 @@ async def explain_and_score(
     def s_key(record: LatentRecord, explainer: str, name: str) -> tuple[Any, ...]:
         return (latent_key(record.latent), explainer, name, ids.score_id(explainer, name))
 
-    pending = sum(e_key(r, e) not in done_e for r in records for e in p.explainers)
-    pending += sum(
+    pending_e = sum(e_key(r, e) not in done_e for r in records for e in p.explainers)
+    pending_s = sum(
         s_key(r, e, s) not in done_s for r in records for e in p.explainers for s in p.scorers
     )
     jobs = len(records) * len(p.explainers) * (1 + len(p.scorers))
     log.info(
-        "explain and score: %d of %d jobs pending (%d latents; %s; %s)",
-        pending,
+        "explain and score: %d of %d jobs pending (%d latents; %s; %s)%s",
+        pending_e + pending_s,
         jobs,
         len(records),
         ", ".join(p.explainers),
         ", ".join(p.scorers) or "no scorers",
+        ", plus shuffled controls" if p.config.shuffled_controls else "",
     )
-    bar = _bar(progress, pending, "explain+score")
+    bar = _bar(progress, pending_e if phased else pending_e + pending_s, "explain+score")
     spend = _Spend()
     sem = asyncio.Semaphore(p.config.concurrency)
     ledger = run_ledger(p.providers)
@@ -351,7 +470,7 @@ async def explain_and_score(
             ledger.check_cap()
         return MethodContext(
             backend=p.backend,
-            coder=p.coder,
+            coder=p.coder_for(record.latent.coder_id),  # the record's own coder
             providers=providers,
             store=store,
             seed=derive_seed(p.config.seed, record.latent.key),
@@ -385,11 +504,25 @@ async def explain_and_score(
         finished(result)
         return result
 
+    def score_pending(key: tuple[Any, ...], skip: str | None, redo: bool) -> bool:
+        """Whether a score is to be made: not done, or done from what changed since (a control
+        whose explanation was replaced; a skip line whose explanation is no longer skipped)."""
+        done = done_s.get(key)
+        if done is None or redo:
+            return True
+        return skip is None and (done.error or "").startswith(SKIPPED_GENERIC)
+
     async def score_one(
-        record: LatentRecord, explanation: Explanation, name: str, scorer: Scorer
+        record: LatentRecord,
+        explanation: Explanation,
+        name: str,
+        scorer: Scorer,
+        *,
+        skip: str | None = None,
+        redo: bool = False,
     ) -> None:
         key = s_key(record, explanation.explainer, name)
-        if key in done_s:
+        if not score_pending(key, skip, redo):
             return
         stamp = {
             "scorer": name,
@@ -407,6 +540,9 @@ async def explain_and_score(
                     ),
                     **stamp,
                 )
+            elif skip is not None:  # final: a rerun keeps it while the explanation stays flagged
+                error = f"{SKIPPED_GENERIC} ({skip})"
+                result = Score(latent=record.latent, status=Status.FAILED, error=error, **stamp)
             else:
                 result = await _guarded(
                     sem,
@@ -438,8 +574,89 @@ async def explain_and_score(
             *(score_one(record, ex, n, s) for ex in explanations for n, s in p.scorers.items())
         )
 
+    def controls(
+        explained: Mapping[tuple[str, str], Explanation], skipped: Mapping[tuple[str, str], str]
+    ) -> list[tuple[LatentRecord, Explanation, bool]]:
+        """Each explainer's shuffled controls (record, control, whether written anew): a
+        control is reused while it still holds the text its derangement partner has now."""
+        out = []
+        by_key = {_control_key(r.latent): r for r in records}
+        for name in p.explainers:
+            ok = [
+                k
+                for k in by_key
+                if (k, name) in explained
+                and explained[k, name].status is Status.OK
+                and (k, name) not in skipped
+            ]
+            partner = shuffled_derangement(ok, p.config.seed, name)
+            if len(ok) == 1:
+                log.warning("%s: one latent explained, so it has no shuffled control", name)
+            c = control_name(name)
+            for k, source_key in partner.items():
+                record, source = by_key[k], explained[source_key, name]
+                old = done_e.get(e_key(record, c))
+                evidence = {"shuffled_from": source.latent.key}
+                if old is not None and old.evidence == evidence and old.text == source.text:
+                    out.append((record, old, False))
+                    continue
+                control = Explanation(
+                    latent=record.latent,
+                    text=source.text,
+                    explainer=c,
+                    evidence=dict(evidence),
+                    method_id=ids.explainers[c].id,
+                    llm=ids.explainers[c].llm,
+                )
+                p.run_dir.explanations.write_line(p.run_dir.explanations.encode(control))
+                out.append((record, control, True))
+        return out
+
+    async def in_phases() -> None:
+        nonlocal bar
+        explained: dict[tuple[str, str], Explanation] = {}
+
+        async def explain_keyed(record: LatentRecord, name: str, explainer: Explainer) -> None:
+            result = await explain_one(record, name, explainer)
+            explained[_control_key(record.latent), name] = result
+
+        await asyncio.gather(
+            *(explain_keyed(r, n, e) for r in records for n, e in p.explainers.items())
+        )
+        bar.close()
+        skipped: dict[tuple[str, str], str] = {}
+        if p.config.skip_generic:
+            generic = write_flags(p.run_dir, prompts=prompt_wordings(p.explainers))["generic"]
+            for name, flagged in generic.items():
+                for entry in flagged:
+                    skipped[f"{entry['coder']}/{entry['latent']}", name] = entry["reason"]
+            log.info("skip_generic: %d generic explanations are not scored", len(skipped))
+        made = controls(explained, skipped) if p.config.shuffled_controls else []
+        work = [
+            (r, explained[_control_key(r.latent), n], s, skipped.get((_control_key(r.latent), n)))
+            for r in records
+            for n in p.explainers
+            for s in p.scorers
+        ]
+        todo = [
+            score_one(r, ex, s, p.scorers[s], skip=skip)
+            for r, ex, s, skip in work
+            if score_pending(s_key(r, ex.explainer, s), skip, False)
+        ]
+        todo += [
+            score_one(r, ex, s, scorer, redo=new)
+            for r, ex, new in made
+            for s, scorer in p.scorers.items()
+            if score_pending(s_key(r, ex.explainer, s), None, new)
+        ]
+        bar = _bar(progress, len(todo), "score")
+        await asyncio.gather(*todo)
+
     try:
-        await asyncio.gather(*(one_latent(r) for r in records))
+        if phased:
+            await in_phases()
+        else:
+            await asyncio.gather(*(one_latent(r) for r in records))
         log.info("explain and score finished: %s", spend.text())
     except Interrupted:
         for _ in range(p.config.concurrency):  # holding every slot: no job is running any more
@@ -452,28 +669,34 @@ async def explain_and_score(
 # --- flags and report -----------------------------------------------------------------------------
 
 
-def write_flags(run_dir: RunDir) -> dict[str, Any]:
-    """Flag answers an explainer gave for many latents alike ("en", "a word"): they say nothing
-    about any one latent; and scores whose scorer gave one answer to every item (see `_constant`).
-    Written to `flags.json`; the results themselves stay untouched."""
-    from saexplain.explainers.selfexplain import flag_generic
+def write_flags(run_dir: RunDir, *, prompts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flag answers an explainer gave for many latents alike or nearly alike ("en", "a word",
+    "names of months" / "month names"), and answers repeating the explainer's own prompt
+    (`prompts`, by explainer: `prompt_wordings`): they say nothing about any one latent (see
+    `saexplain.methods.generic`); and scores whose scorer gave one answer to every item (see
+    `_constant`). Written to `flags.json`; the results themselves stay untouched (unless the
+    run's `skip_generic` skips scoring the generic ones)."""
+    from saexplain.methods.generic import generic_reasons
 
     ids = run_dir.method_ids()
-    # the last explanation per (latent, explainer) of the current configuration
+    # the last explanation per (latent, explainer) of the current configuration; the shuffled
+    # controls repeat other latents' answers on purpose, so they are not checked
     latest = {
         (latent_key(e.latent), e.explainer): e
         for e in run_dir.explanations.read(Explanation)
-        if ids is None or ids.is_current(e)
+        if (ids is None or ids.is_current(e)) and control_of(e.explainer) is None
     }
     by_explainer: dict[str, list[Explanation]] = {}
     for e in latest.values():
         by_explainer.setdefault(e.explainer, []).append(e)
     generic: dict[str, list[dict[str, str]]] = {}
     for name, explanations in sorted(by_explainer.items()):
+        prompt = (prompts or {}).get(name)
+        reasons = generic_reasons(explanations, prompt=prompt)
         flagged = [
-            {"latent": e.latent.key, "text": e.text}
-            for e, flag in zip(explanations, flag_generic(explanations), strict=True)
-            if flag
+            {"latent": e.latent.key, "coder": e.latent.coder_id, "text": e.text, "reason": r}
+            for e, r in zip(explanations, reasons, strict=True)
+            if r is not None
         ]
         if flagged:
             generic[name] = flagged

@@ -82,6 +82,10 @@ def _build(
         provider.check_ready()  # e.g. a missing API key, before any heavy work
     try:
         # The provider's own settings scope its cache entries (a server URL, a dtype...).
-        return wrap_provider(provider, ledger=ledger, cache_scope=own, **middleware)
+        return wrap_provider(
+            provider, ledger=ledger, cache_scope=own, batch=spec.batch, **middleware
+        )
+    except ConfigError:
+        raise  # e.g. `batch` on a provider without a batch API: already says what to change
     except (TypeError, ValueError) as e:
         raise ConfigError(f"provider {spec.provider!r}: bad settings {middleware}: {e}") from e

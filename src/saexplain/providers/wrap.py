@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from saexplain.errors import ConfigError
+from saexplain.models import BatchOptions
 from saexplain.protocols import Provider
 from saexplain.providers.accounting import Ledger
+from saexplain.providers.batch import make_batch_layer
 from saexplain.providers.cache import CacheSetting, make_cache
 from saexplain.providers.layers import (
     AccountingLayer,
@@ -89,6 +91,7 @@ def wrap_provider(
     ledger: Ledger | None = None,
     spend_cap_usd: float | None = None,
     seed: int | None = None,
+    batch: BatchOptions | Mapping[str, Any] | bool | None = None,
 ) -> ProviderLayer:
     """`provider` inside every middleware layer. From the outside in:
 
@@ -106,6 +109,10 @@ def wrap_provider(
     5. the per-model rate limit (`requests_per_minute`) and the concurrency limit
        (`max_concurrency`, default the process-wide limit, `SAEXPLAIN_MAX_CONCURRENCY` or 64);
     6. the spend cap (`spend_cap_usd`, or the given ledger's): checked right before each attempt.
+
+    `batch` (true or `BatchOptions`) adds a `BatchLayer` between 3b and 4: calls go out as
+    discounted batches through the provider's `BatchSubmitting` capability
+    (`saexplain.providers.batch`); what a batch cannot answer goes through 4-6.
     """
     shared = _ledger(ledger, spend_cap_usd)
     if isinstance(max_concurrency, ConcurrencyLimit):
@@ -121,7 +128,7 @@ def wrap_provider(
     layered = LimitLayer(layered, concurrency=concurrency, rate=rate)
     retrying = RetryLayer(layered, _retry_policy(retry, max_attempts), seed=seed)
     shared.track_retries(retrying.retry_stats)
-    layered = CleanLayer(retrying)
+    layered = CleanLayer(make_batch_layer(retrying, provider, batch, shared, scope=cache_scope))
     response_cache = make_cache(cache)
     if response_cache is not None:
         layered = CacheLayer(layered, response_cache, cache_scope)

@@ -3,13 +3,16 @@
     from saexplain.report import RunResults, write_report
     results = RunResults.load("runs/demo")
     print(format_table(results))
-    write_report("runs/demo")               # summary.json and report.html
+    write_report("runs/demo")               # summary.json, report/index.html, report.html
 
-Not imported by `import saexplain`; pandas is imported only by `RunResults.to_dataframe`.
+Not imported by `import saexplain`; pandas is imported only by `RunResults.to_dataframe` and
+`to_pandas`/`to_parquet`. The exports and importers of other tools' formats are in
+`saexplain.interop`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from saexplain.report.exports import (
@@ -19,7 +22,7 @@ from saexplain.report.exports import (
     item_examples,
     neuronpedia_type_name,
 )
-from saexplain.report.html import histogram_svg, render_html, write_html
+from saexplain.report.html import render_html, report_data, write_html
 from saexplain.report.results import (
     LatentEntry,
     LatentResult,
@@ -42,11 +45,11 @@ __all__ = [
     "export_delphi",
     "export_neuronpedia",
     "format_table",
-    "histogram_svg",
     "item_examples",
     "neuronpedia_type_name",
     "read_jsonl",
     "render_html",
+    "report_data",
     "summarize",
     "write_html",
     "write_report",
@@ -55,13 +58,17 @@ __all__ = [
 
 
 def write_report(run_dir: str | Path, *, results: RunResults | None = None) -> dict[str, Path]:
-    """Write `summary.json` and `report.html` into a run directory (reading it once)."""
+    """Write `summary.json`, the report folder `report/` (open `report/index.html`) and
+    `report.html`, a page pointing to it, into a run directory (reading it once)."""
+    from saexplain.report.html import write_redirect
     from saexplain.report.results import REPORT_FILE
+    from saexplain.rundir import REPORT_DIR
 
     run_dir = Path(run_dir)
     if results is None:
         results = RunResults.load(run_dir)
-    return {
-        "summary": write_summary(run_dir, results=results),
-        "html": write_html(results, run_dir / REPORT_FILE),
-    }
+    summary_path = write_summary(run_dir, results=results)
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))  # computed once
+    index = write_html(results, run_dir / REPORT_DIR, summary=summary)
+    write_redirect(run_dir / REPORT_FILE, f"{REPORT_DIR}/index.html")
+    return {"summary": summary_path, "html": index, "redirect": run_dir / REPORT_FILE}

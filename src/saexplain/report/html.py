@@ -1,9 +1,16 @@
-"""One static, self-contained HTML page per run: inline CSS and SVG, no scripts, no assets.
+"""The HTML report of a run: one self-contained folder, `<run>/report/`, that opens offline.
 
-Every string that comes from a dataset, a model, an LLM or a config goes through `html.escape`
-(`_e`), so a dataset containing `<script>` shows it as text. Activating tokens are found with
-`saexplain.render.marked` (the same rule the prompts use) and wrapped in `<mark>` with the
-activation in the `title` attribute; the highlight's opacity follows the activation.
+    index.html     the overview (server-rendered, every string through `html.escape`) and the
+                   run's data as JSON in a `<script type="application/json">` block
+    report.js      the page's own small script: the sortable, filterable latent table, each
+                   latent's section rendered on demand, keyboard navigation, per-latent plots
+    report.css     the styles
+    plotly.min.js  plotly.js, written once, for the figures (no CDN)
+
+Text from datasets, models and LLMs reaches the page only as JSON (`data.embed_json` escapes
+`<`, `>`, `&` and U+2028/9) and is put into the DOM with `textContent`; a strict
+Content-Security-Policy allows only the folder's own scripts, so no script in the data can run.
+`<run>/report.html` is a small script-free page that points to `report/index.html`.
 """
 
 from __future__ import annotations
@@ -11,17 +18,24 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from saexplain.models import Example, LatentStats, Status
-from saexplain.render import clean_tokens, marked
-from saexplain.report._io import atomic_write_text
-from saexplain.report.results import LatentResult, RunResults, valid_value
+from saexplain.files import save
+from saexplain.models import Example
+from saexplain.render import clean_tokens
+from saexplain.report.data import (
+    embed_json,
+    flags_by_latent,
+    latent_data,
+    latent_flags,
+    median_ci,
+    paired_baseline,
+    score_values,
+)
+from saexplain.report.results import RunResults
+from saexplain.rundir import FLAGS_FILE, control_name, control_of, read_json
 
 
 def _e(value: object) -> str:
@@ -38,118 +52,46 @@ def _num(value: float | int | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _css() -> str:
-    return resources.files("saexplain.report").joinpath("report.css").read_text(encoding="utf-8")
+# The page's policy: scripts only from the report folder (plotly.min.js, report.js); the JSON
+# data block is not a script and never runs. Plotly sets inline styles, hence 'unsafe-inline'
+# for styles only. No network: no connect, frame, object or form targets.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'none'"
+)
+ASSETS = ("report.css", "report.js")  # copied from this package into every report folder
 
 
-# --- plots ----------------------------------------------------------------------------------------
-
-
-def _range(values: np.ndarray[Any, Any]) -> tuple[float, float]:
-    lo, hi = float(values.min()), float(values.max())
-    if lo >= 0 and hi <= 1:  # accuracies, AUROC, fractions: show the whole scale
-        return 0.0, 1.0
-    if lo >= -1 and hi <= 1:  # correlations
-        return -1.0, 1.0
-    if lo == hi:
-        return lo - 0.5, hi + 0.5
-    return lo, hi
-
-
-def histogram_svg(
-    values: Sequence[float], *, title: str, bins: int = 20, width: int = 320, height: int = 160
-) -> str:
-    """An inline SVG histogram of `values` with the median as a dashed line."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    left, right, top, bottom = 34, 10, 18, 24
-    pw, ph = width - left - right, height - top - bottom
-    head = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">'
-        f"<title>{_e(title)}</title>"
-        f'<text x="{left}" y="12">{_e(title)}</text>'
-    )
-    if x.size == 0:
-        return f'{head}<text x="{left}" y="{top + ph // 2}">no valid scores</text></svg>'
-    lo, hi = _range(x)
-    counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
-    peak = max(int(counts.max()), 1)
-    bar_w = pw / bins
-    parts = [head]
-    for i, c in enumerate(counts):
-        if c == 0:
-            continue
-        h = ph * int(c) / peak
-        parts.append(
-            f'<rect class="bar" data-count="{int(c)}" x="{left + i * bar_w:.2f}" '
-            f'y="{top + ph - h:.2f}" width="{max(bar_w - 1, 0.5):.2f}" height="{h:.2f}">'
-            f"<title>[{edges[i]:.3g}, {edges[i + 1]:.3g}): {int(c)}</title></rect>"
-        )
-    med = float(np.median(x))
-    mx = left + pw * (med - lo) / (hi - lo)
-    parts += [
-        f'<line class="axis" x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}"/>',
-        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}"/>',
-        f'<line class="median" x1="{mx:.2f}" y1="{top}" x2="{mx:.2f}" y2="{top + ph}">'
-        f"<title>median {med:.3f}</title></line>",
-        f'<text x="{left}" y="{height - 8}" text-anchor="middle">{lo:.3g}</text>',
-        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">'
-        f"{(lo + hi) / 2:.3g}</text>",
-        f'<text x="{left + pw}" y="{height - 8}" text-anchor="middle">{hi:.3g}</text>',
-        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{peak}</text>',
-        f'<text x="{left - 4}" y="{top + ph}" text-anchor="end">0</text>',
-        "</svg>",
-    ]
-    return "".join(parts)
+def _asset(name: str) -> str:
+    return resources.files("saexplain.report").joinpath(name).read_text(encoding="utf-8")
 
 
 # --- pieces ---------------------------------------------------------------------------------------
 
 
-def example_html(
-    example: Example, *, latent_max: float | None = None, threshold: float = 0.3
-) -> str:
-    """One example as escaped text, marked tokens in `<mark title="activation ...">`."""
-    acts = example.activations
+def example_html(example: Example, *, latent_max: float | None = None) -> str:
+    """One example as the report's latent sections show it (`report.js` `tokenLine`): every
+    token a `<span>` coloured by its activation relative to `latent_max` (else the example's
+    own max), the value on hover; the strongest token outlined. Styles are inline, so the
+    markup stands alone (Jupyter has no report.css); every token is escaped."""
+    acts = [a if math.isfinite(a) else 0.0 for a in example.activations]
     ref = latent_max if latent_max is not None and latent_max > 0 else max(acts, default=0.0)
-    if latent_max is not None and latent_max > 0:
-        marks = marked(acts, threshold=threshold, relative_to="latent", latent_max=latent_max)
-    else:
-        marks = marked(acts, threshold=threshold)
+    argmax = max(range(len(acts)), key=lambda i: acts[i], default=-1)
+    if argmax >= 0 and acts[argmax] <= 0:
+        argmax = -1
     out = []
-    for token, act, is_marked in zip(clean_tokens(example.str_tokens), acts, marks, strict=True):
-        core = token.strip()
-        if is_marked and core:
-            alpha = min(1.0, max(0.15, act / ref)) if ref > 0 else 0.5
-            lead = token[: len(token) - len(token.lstrip())]  # whitespace stays outside the mark
-            trail = token[len(token.rstrip()) :]
-            out.append(
-                f'{_e(lead)}<mark style="--a:{alpha:.2f}" title="activation {act:.4g}">'
-                f"{_e(core)}</mark>{_e(trail)}"
-            )
-        else:
-            out.append(_e(token))
+    for i, (token, act) in enumerate(zip(clean_tokens(example.str_tokens), acts, strict=True)):
+        alpha = min(1.0, max(0.0, act / ref)) if ref > 0 else 0.0
+        outline = ";outline:1px solid #b3261e" if i == argmax else ""
+        out.append(
+            f'<span class="tok" style="background-color:rgba(255, 140, 0, {alpha:.3f})'
+            f'{outline}" title="activation {act:.4g}">{_e(token)}</span>'
+        )
     return (
-        f'<li class="ex"><span class="max">max {example.max_activation:.3g}</span>'
-        f"{''.join(out)}</li>"
+        '<div class="ex" style="white-space:pre-wrap;font-family:monospace">'
+        f'<span class="exmax" style="color:#666">max {example.max_activation:.3g} </span>'
+        f"{''.join(out)}</div>"
     )
-
-
-def _stats_html(stats: LatentStats | None) -> str:
-    if stats is None:
-        return '<p class="muted">No activation statistics.</p>'
-    cells = [
-        ("tokens seen", str(stats.n_tokens)),
-        ("firings", str(stats.count)),
-        ("frequency", f"{stats.frequency:.3g}"),
-        ("max", _num(stats.max)),
-        ("mean (firing)", _num(stats.mean)),
-    ]
-    if stats.quantiles:
-        cells.append(("bin edges", ", ".join(f"{q:.3g}" for q in stats.quantiles)))
-    head = "".join(f"<th>{_e(k)}</th>" for k, _ in cells)
-    row = "".join(f'<td class="num">{_e(v)}</td>' for _, v in cells)
-    return f"<table><tr>{head}</tr><tr>{row}</tr></table>"
 
 
 def _json_details(label: str, value: Any) -> str:
@@ -184,102 +126,6 @@ def _plugins_text(plugins: Any) -> str | None:
     return "; ".join(parts)
 
 
-def _status_html(status: str | None, error: str | None = None) -> str:
-    if status is None:
-        return '<span class="muted">-</span>'
-    cls = "status-ok" if status == Status.OK.value else "err"
-    detail = f": {_e(error)}" if error else ""
-    return f'<span class="{cls}">{_e(status)}</span>{detail}'
-
-
-def _metrics_text(metrics: dict[str, float | None]) -> str:
-    shown = [f"{k}={v:.3g}" for k, v in metrics.items() if v is not None and math.isfinite(v)]
-    return ", ".join(shown)
-
-
-def latent_html(
-    res: LatentResult,
-    *,
-    explainers: Sequence[str],
-    position: int = 0,
-    max_examples: int = 10,
-    threshold: float = 0.3,
-) -> str:
-    """One latent's section: status, statistics, explanations, scores and examples."""
-    ref = res.latent
-    anchor = f"latent-{position}"  # ids from a counter: coder ids may hold any character
-    parts = [
-        f'<section class="latent" id="{anchor}">',
-        f'<h2>Latent {ref.index} <span class="muted">{_e(ref.coder_id)} · {_e(ref.hook)}'
-        "</span></h2>",
-        f"<p>Status: {_status_html(res.status, res.reason)}"
-        + "".join(f' <span class="muted">· {_e(k)}: {_e(v)}</span>' for k, v in res.info.items())
-        + "</p>",
-        _stats_html(res.stats),
-    ]
-    names = [n for n in explainers if n in res.explanations]
-    names += [n for n in res.explanations if n not in names]
-    if names:
-        parts.append("<h3>Explanations</h3>")
-    for name in names:
-        exp = res.explanations[name]
-        usage = exp.usage
-        text = (
-            f'<p class="explanation">{_e(exp.text)}</p>'
-            if exp.status is Status.OK
-            else f"<p>{_status_html(exp.status.value, exp.error)}</p>"
-        )
-        parts.append(
-            f"<div><strong>{_e(name)}</strong> "
-            f'<span class="muted">({usage.total_tokens} tokens, ${usage.cost_usd:.4f})</span>'
-            f"{text}{_json_details('settings', exp.settings)}"
-            f"{_json_details('evidence', exp.evidence)}</div>"
-        )
-    if res.scores:
-        parts.append(
-            "<h3>Scores</h3><table><tr><th>explainer</th><th>scorer</th><th>value</th>"
-            "<th>status</th><th>metrics</th><th>answers (errors)</th></tr>"
-        )
-        for (explainer, scorer), s in res.scores.items():
-            n_pred = len(s.predictions)
-            constant = s.evidence.get("constant_predictions")
-            flag = (
-                f' <span class="err" title="the scorer gave one answer to every item">'
-                f"constant: {_e(constant)}</span>"
-                if isinstance(constant, str)
-                else ""
-            )
-            parts.append(
-                f"<tr><td>{_e(explainer)}</td><td>{_e(scorer)}</td>"
-                f'<td class="num">{_num(valid_value(s))}{flag}</td>'
-                f"<td>{_status_html(s.status.value, s.error)}</td>"
-                f"<td>{_e(_metrics_text(s.metrics))}</td>"
-                f'<td class="num">{n_pred} ({s.n_errors})</td></tr>'
-            )
-        parts.append("</table>")
-    if res.record is not None:
-        latent_max = res.stats.max if res.stats is not None else None
-        groups = [
-            ("Explanation examples", res.record.explanation_examples, True),
-            ("Held-out scoring examples", res.record.scoring_examples, True),
-            ("Non-activating examples", res.record.non_activating, False),
-        ]
-        for label, examples, by_max in groups:
-            if not examples:
-                continue
-            chosen = sorted(examples, key=lambda ex: -ex.max_activation) if by_max else examples
-            chosen = list(chosen)[: max_examples if by_max else max(1, max_examples // 3)]
-            items = "".join(
-                example_html(ex, latent_max=latent_max, threshold=threshold) for ex in chosen
-            )
-            parts.append(
-                f'<h3>{_e(label)} <span class="muted">({len(chosen)} of {len(examples)})'
-                f'</span></h3><ul class="examples">{items}</ul>'
-            )
-    parts.append("</section>")
-    return "".join(parts)
-
-
 def summary_table_html(summary: dict[str, Any]) -> str:
     """The per-method table of a summary dict (see `summarize`)."""
     methods = summary.get("methods", {})
@@ -293,6 +139,8 @@ def summary_table_html(summary: dict[str, Any]) -> str:
     )
     rows = []
     for m in methods.values():
+        if control_of(m["explainer"]) is not None:
+            continue  # a shuffled control: shown beside its explainer (the medians table)
         ci = m["mean_ci95"]
         mean = _num(m["mean"]) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
         iqr = f"{_num(m['q25'])} - {_num(m['q75'])}" if m["q25"] is not None else "-"
@@ -372,6 +220,7 @@ def _explainers_table_html(summary: dict[str, Any]) -> str:
         f'<td class="num">{e["usage"]["completion_tokens"]}</td>'
         f'<td class="num">{e["usage"]["cost_usd"]:.4f}</td></tr>'
         for name, e in explainers.items()
+        if control_of(name) is None
     )
     return (
         "<table><tr><th>explainer</th><th>ok / total</th><th>prompt tokens</th>"
@@ -402,19 +251,8 @@ def results_table_html(results: RunResults, *, max_rows: int | None = None) -> s
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
 
 
-def render_html(
-    results: RunResults,
-    *,
-    title: str | None = None,
-    max_examples: int = 10,
-    threshold: float = 0.3,
-    summary: dict[str, Any] | None = None,
-) -> str:
-    """The whole report page as a string."""
-    if summary is None:
-        summary = results.summary()
+def _info_rows(results: RunResults, summary: dict[str, Any]) -> str:
     run = summary.get("run", {})
-    name = title or (results.run_dir.name if results.run_dir is not None else "saexplain run")
     manifest = results.manifest
     info = [
         ("model", run.get("model")),
@@ -429,60 +267,202 @@ def render_html(
         ("report by saexplain", summary.get("saexplain_version")),
         ("plugins", _plugins_text(manifest.get("plugins"))),
     ]
-    info_rows = "".join(
+    return "".join(
         f"<tr><th>{_e(k)}</th><td>{_e(_brief(v))}</td></tr>"
         for k, v in info
         if v not in (None, "", [], {})
     )
-    total = summary["usage"]["total"]
-    by_method: dict[tuple[str, str], list[float]] = {}
-    for s in results.scores:
-        v = valid_value(s)
-        if v is not None:
-            by_method.setdefault((s.explainer, s.scorer), []).append(v)
-    plots = []
-    for m in summary["methods"].values():
-        values = by_method.get((m["explainer"], m["scorer"]), [])
-        label = f"{m['explainer']} / {m['scorer']}"
-        plots.append(
-            f"<figure>{histogram_svg(values, title=label)}"
-            f"<figcaption>{_e(label)}: n={len(values)}</figcaption></figure>"
-        )
-    toc = "".join(
-        f'<a href="#latent-{i}" title="{_e(r)}">{r.index}</a>'
-        for i, r in enumerate(results.latents)
+
+
+CHANCE_LEGEND = (
+    "shuffled: the same scorer on another latent's explanation (the run's shuffled controls), "
+    "on the latents scored both ways; ≈ chance: fewer than 60% of them score their own "
+    "explanation above the shuffled one."
+)
+
+
+def _median_ci_cells(values: list[float]) -> str:
+    values = sorted(values)
+    ci = median_ci(values)
+    n = len(values)
+    median = values[n // 2] if n % 2 else sum(values[n // 2 - 1 : n // 2 + 1]) / 2
+    interval = "-" if ci is None else f"{_num(ci[0])} - {_num(ci[1])}"
+    return (
+        f'<td class="num">{n}</td><td class="num">{_num(median)}</td>'
+        f'<td class="num">{interval}</td>'
     )
-    explainers = results.explainers
-    sections = "".join(
-        latent_html(
+
+
+def _baseline_cells(base: dict[str, Any] | None) -> str:
+    if base is None or not base["n"]:
+        return '<td class="num">-</td><td class="num">-</td><td></td>'
+    p = base["sign_test_p"]
+    title = f"n={base['n']} latents scored both ways" + (
+        "" if p is None else f"; one-sided sign test p={p:.3g}"
+    )
+    chance = (
+        '<span class="chance" title="fewer than 60% of latents beat their shuffled control">'
+        "≈ chance</span>"
+        if base["at_chance"]
+        else ""
+    )
+    return (
+        f'<td class="num" title="{_e(title)}">{_num(base["median_true"])} vs '
+        f"{_num(base['median_shuffled'])}</td>"
+        f'<td class="num" title="{_e(title)}">{100 * base["frac_true_gt_shuffled"]:.0f}%</td>'
+        f"<td>{chance}</td>"
+    )
+
+
+def _medians_html(results: RunResults) -> str:
+    """Per method (and per coder, when the run has several): n, median and its 95%
+    order-statistic interval (see `median_ci`), and beside them the shuffled control: median
+    true vs median shuffled on the paired latents, the share of latents whose own explanation
+    scores higher, and an "≈ chance" mark (`paired_baseline`)."""
+    coders = sorted({ref.coder_id for ref in results.latents})
+    groups: list[str | None] = [None] if len(coders) < 2 else list(coders)
+    has_controls = any(control_of(e) is not None for e, _ in results.methods)
+    rows = []
+    for coder in groups:
+        for (explainer, scorer), values in score_values(results, coder=coder).items():
+            if control_of(explainer) is not None:
+                continue
+            cells = f"<td>{_e(coder)}</td>" if coder is not None else ""
+            cells += f"<td>{_e(explainer)}</td><td>{_e(scorer)}</td>{_median_ci_cells(values)}"
+            if has_controls:
+                base = paired_baseline(results, explainer, scorer, coder=coder)
+                cells += _baseline_cells(base)
+            rows.append(f"<tr>{cells}</tr>")
+    if not rows:
+        return ""
+    head = "<th>coder</th>" if groups != [None] else ""
+    head += (
+        "<th>explainer</th><th>scorer</th><th>n</th><th>median</th>"
+        '<th title="distribution-free, from order statistics">median 95% CI</th>'
+    )
+    if has_controls:
+        head += (
+            '<th title="medians on the latents scored with both">true vs shuffled median</th>'
+            "<th>true &gt; shuffled</th><th></th>"
+        )
+    legend = f'<p class="muted legend">{_e(CHANCE_LEGEND)}</p>' if has_controls else ""
+    return f'<table class="medians"><tr>{head}</tr>{"".join(rows)}</table>{legend}'
+
+
+def report_data(
+    results: RunResults,
+    *,
+    max_examples: int = 10,
+    flags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON the page renders: the true explainers and methods (shuffled controls ride
+    along with the score they are the baseline of), coders, flag labels, the overview's
+    figures and one entry per latent (see `saexplain.report.data.latent_data`)."""
+    from saexplain.report.plots import COLORS, figure_json, score_histogram
+
+    by_latent = flags_by_latent(flags)
+    explainers = [e for e in results.explainers if control_of(e) is None]
+    methods = [(e, s) for e, s in results.methods if control_of(e) is None]
+    latents = [
+        latent_data(
             res,
-            explainers=explainers,
             position=i,
+            explainers=explainers,
             max_examples=max_examples,
-            threshold=threshold,
+            flags=latent_flags(res, by_latent),
         )
         for i, res in enumerate(results)
-    )
+    ]
+    values = score_values(results)
+    figures = [
+        figure_json(
+            score_histogram(
+                values.get(pair, []),
+                title=f"{pair[0]} / {pair[1]}",
+                color=COLORS[i % len(COLORS)],
+                shuffled=values.get((control_name(pair[0]), pair[1])),
+            )
+        )
+        for i, pair in enumerate(methods)
+    ]
+    labels = sorted({label for lat in latents for label in lat["flags"]})
+    return {
+        "explainers": explainers,
+        "methods": [list(pair) for pair in methods],
+        "coders": sorted({ref.coder_id for ref in results.latents}),
+        "flags": labels,
+        "figures": figures,
+        "latents": latents,
+    }
+
+
+def _flags(results: RunResults) -> dict[str, Any] | None:
+    return None if results.run_dir is None else read_json(results.run_dir / FLAGS_FILE)
+
+
+def render_html(
+    results: RunResults,
+    *,
+    title: str | None = None,
+    max_examples: int = 10,
+    summary: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> str:
+    """The report's `index.html` as a string (its scripts and styles are separate files: see
+    `write_html`)."""
+    if summary is None:
+        summary = results.summary()
+    if data is None:
+        data = report_data(results, max_examples=max_examples, flags=_flags(results))
+    name = title or (results.run_dir.name if results.run_dir is not None else "saexplain run")
+    total = summary["usage"]["total"]
     notes = "".join(f"<li>{_e(n)}</li>" for n in results.notes)
+    plots = "".join(
+        f'<div class="plot" data-figure="{i}"></div>' for i in range(len(data["figures"]))
+    )
     return "".join(
         [
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_e(name)} · saexplain report</title><style>{_css()}</style></head><body>",
-            f"<h1>{_e(name)}</h1>",
-            f"<table>{info_rows}</table>",
+            f"<title>{_e(name)} · saexplain report</title>",
+            '<link rel="stylesheet" href="report.css"></head><body>',
+            f'<header><h1>{_e(name)}</h1><p class="muted keys">Keys: <kbd>j</kbd>/<kbd>k</kbd> '
+            "or arrows move between latents, <kbd>/</kbd> searches, <kbd>Esc</kbd> leaves the "
+            "search.</p></header>",
+            '<section id="overview"><h2>Run</h2>',
+            f"<table>{_info_rows(results, summary)}</table>",
             f'<p class="muted">Tokens: {total["prompt_tokens"]} prompt + '
             f"{total['completion_tokens']} completion; cost ${total['cost_usd']:.4f}.</p>",
             f'<ul class="err">{notes}</ul>' if notes else "",
             "<h2>Scores per method</h2>",
             summary_table_html(summary),
+            _medians_html(results),
             by_target_html(summary),
             _explainers_table_html(summary),
-            f'<div class="plots">{"".join(plots)}</div>' if plots else "",
+            f'<div class="plots">{plots}</div>' if plots else "",
             _json_details("run configuration", results.config),
             _json_details("manifest", results.manifest),
-            f'<h2>Latents</h2><nav class="toc">{toc}</nav>' if toc else "",
-            sections,
+            "</section>",
+            '<section id="latents"><h2>Latents</h2>',
+            '<div class="controls">',
+            '<input id="search" type="search" placeholder="search explanations ( / )" '
+            'aria-label="search explanations">',
+            '<select id="coder-filter" aria-label="filter by coder" hidden></select>',
+            '<select id="flag-filter" aria-label="filter by flag"></select>',
+            '<select id="score-method" aria-label="method for the minimum score"></select>',
+            '<input id="min-score" type="number" step="0.05" placeholder="min score" '
+            'aria-label="minimum score">',
+            '<span id="row-count" class="muted"></span></div>',
+            '<div class="table-wrap"><table id="latent-table"><thead></thead><tbody></tbody>'
+            "</table></div>",
+            '<article id="latent-detail" aria-live="polite"><p class="muted">Select a latent '
+            "(click a row, or press <kbd>j</kbd>).</p></article>",
+            "</section>",
+            "<noscript><p>The latent table and sections need JavaScript (the report's own "
+            "report.js and plotly.min.js); the overview above does not.</p></noscript>",
+            f'<script type="application/json" id="sx-data">{embed_json(data)}</script>',
+            '<script src="plotly.min.js"></script><script src="report.js"></script>',
             "</body></html>\n",
         ]
     )
@@ -490,12 +470,47 @@ def render_html(
 
 def write_html(
     results: RunResults,
-    path: str | Path,
+    folder: str | Path,
     *,
     title: str | None = None,
     max_examples: int = 10,
-    threshold: float = 0.3,
+    summary: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the report page atomically; `max_examples` activating examples per group."""
-    page = render_html(results, title=title, max_examples=max_examples, threshold=threshold)
-    return atomic_write_text(path, page)
+    """Write the report folder (`index.html`, `report.js`, `report.css`, `plotly.min.js`),
+    each file atomically; returns the path of `index.html`. `max_examples` top and sampled
+    examples per latent (and a third as many non-activating ones)."""
+    folder = Path(folder)
+    page = render_html(results, title=title, max_examples=max_examples, summary=summary)
+    for name in ASSETS:
+        save(folder / name, _asset(name))
+    plotly_js = folder / "plotly.min.js"
+    if not plotly_js.is_file() or plotly_js.stat().st_size == 0:
+        # plotly.js, ~4.7 MB: written once per folder (plotly ships no type hints)
+        from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
+        save(plotly_js, get_plotlyjs())
+    return save(folder / "index.html", page)
+
+
+def write_redirect(path: str | Path, target: str = "report/index.html") -> Path:
+    """A small script-free page at `path` that sends the browser to `target` (kept so that
+    `<run>/report.html` still opens the report)."""
+    href = _e(target)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0; url={href}">'
+        f"<title>saexplain report</title></head><body>"
+        f'<p>The report is in <a href="{href}">{href}</a>.</p></body></html>\n'
+    )
+    return save(path, page)
+
+
+def read_report_data(index: str | Path) -> dict[str, Any]:
+    """The data embedded in a written `index.html` (what `report_data` returned), for tests and
+    tools that check a report without a browser."""
+    page = Path(index).read_text(encoding="utf-8")
+    start_tag = '<script type="application/json" id="sx-data">'
+    start = page.index(start_tag) + len(start_tag)
+    end = page.index("</script>", start)  # the embedded JSON never holds "<" (embed_json)
+    data: dict[str, Any] = json.loads(page[start:end])
+    return data

@@ -4,6 +4,7 @@
     results[12].explanation("maxact")            # per-latent access
     results.table()                              # one dict per latent
     results.to_dataframe()                       # needs pandas
+    results.to_pandas(); results.to_parquet(out) # tidy: a row per score (saexplain[pandas])
     results.summary()                            # per-method statistics (see summary.py)
 
 Run directory files (any may be missing): `config.json`, `manifest.json`, `records.jsonl`,
@@ -140,7 +141,8 @@ class LatentResult:
 
     def _repr_html_(self) -> str:
         """A card for Jupyter: the explanations, their scores and the top explanation
-        examples, everything from the data escaped."""
+        examples, every token coloured by its activation as in the HTML report (the value on
+        hover); everything from the data escaped."""
         from html import escape
 
         from saexplain.report.html import example_html
@@ -165,7 +167,7 @@ class LatentResult:
             top = sorted(self.record.explanation_examples, key=lambda e: -e.max_activation)[:3]
             latent_max = self.stats.max if self.stats is not None else None
             examples = "".join(example_html(e, latent_max=latent_max) for e in top)
-            parts.append(f"<ul>{examples}</ul>")
+            parts.append(f"<div>{examples}</div>")
         parts.append("</div>")
         return "".join(parts)
 
@@ -365,6 +367,22 @@ class RunResults:
 
     # --- views ------------------------------------------------------------------------------
 
+    @property
+    def latent_filters(self) -> dict[LatentRef, dict[str, Any]]:
+        """Each latent's filter findings (flags, positional MI, unigram check), for the latents
+        the run computed them for (`filters:` in the config)."""
+        return {
+            self._refs[key]: dict(e.filters)
+            for key, e in self._entries.items()
+            if e.filters is not None
+        }
+
+    def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Any]:
+        """The `k` explanations nearest to `query` (`saexplain.analysis.search`)."""
+        from saexplain.analysis.search import search
+
+        return list(search(self, query, k, **kwargs))
+
     def table(self) -> list[dict[str, Any]]:
         """One row per latent: coder, hook, latent index, status, each explainer's text
         (column named after the explainer) and each `explainer/scorer` value (None: missing
@@ -397,6 +415,20 @@ class RunResults:
         columns = ["coder", "hook", "latent", "status", *self.explainers]
         columns += [f"{e}/{s}" for e, s in self.methods]
         return pd.DataFrame(rows, columns=columns)
+
+    def to_pandas(self) -> Any:
+        """Explanations and scores as one tidy DataFrame: a row per (latent, explainer, scorer),
+        and one with `scorer` missing per unscored explanation (`saexplain.interop.tables`;
+        needs `saexplain[pandas]`). `to_dataframe` is the wide table, a row per latent."""
+        from saexplain.interop.tables import to_pandas
+
+        return to_pandas(self)
+
+    def to_parquet(self, out_dir: str | Path) -> Path:
+        """Write `to_pandas()` to `<out_dir>/results.parquet` (needs `saexplain[pandas]`)."""
+        from saexplain.interop.tables import to_parquet
+
+        return to_parquet(self, out_dir)
 
     def summary(self, *, n_resamples: int = 2000, seed: int | None = None) -> dict[str, Any]:
         """Per-method statistics (see `saexplain.report.summary.summarize`)."""

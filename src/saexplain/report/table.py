@@ -9,6 +9,13 @@ The summary lines give each method's median and mean, and for binary scorers the
 next to them and how many scores had constant predictions. A scorer that intervenes at calibrated
 strengths (`intervention`) gets one more line per target KL (the summary's `by_target`): the mean
 score with its interval beside the mean of each baseline, and the share of targets reached.
+
+A run with shuffled controls (`shuffled_controls`) has no column of its own for them: each score
+cell shows the control beside the latent's own score ("0.82 (0.48)"), the summary line gives the
+median true and shuffled scores and the share of latents where true > shuffled, and a scorer
+that does not separate them in this run (the summary's `at_chance`) is marked `≈chance` in its
+column header and summary line, with a one-line legend under the table. Scores a `skip_generic`
+run skipped read "skip".
 """
 
 from __future__ import annotations
@@ -18,10 +25,17 @@ from typing import Any
 
 from saexplain.models import Status
 from saexplain.report.results import LatentResult, RunResults, valid_value
+from saexplain.report.summary import CHANCE_FRACTION, is_skipped
+from saexplain.rundir import control_name, control_of
 
 MIN_TEXT = 12  # narrowest explanation column
 SEP = "  "
 CONSTANT_MARK = "*"  # after a value whose scorer gave one answer to every item
+CHANCE_MARK = "≈chance"  # a score column whose scorer does not beat shuffled explanations
+CHANCE_LEGEND = (
+    f"{CHANCE_MARK}: fewer than {CHANCE_FRACTION:.0%} of latents score their own explanation "
+    "above a shuffled one (in parentheses): this scorer's numbers are not evidence here"
+)
 
 
 def _fit(text: str, width: int) -> str:
@@ -33,15 +47,23 @@ def _fit(text: str, width: int) -> str:
     return text[: width - 3] + "..."
 
 
-def _score_cell(res: LatentResult, explainer: str, scorer: str) -> str:
+def _value_cell(res: LatentResult, explainer: str, scorer: str) -> str:
     s = res.scores.get((explainer, scorer))
     if s is None:
         return "-"
     value = valid_value(s)
     if value is None:
-        return "err"
+        return "skip" if is_skipped(s) else "err"
     constant = isinstance(s.evidence.get("constant_predictions"), str)
     return f"{value:.2f}{CONSTANT_MARK if constant else ''}"
+
+
+def _score_cell(res: LatentResult, explainer: str, scorer: str, controlled: bool) -> str:
+    """The latent's score, with its shuffled control in parentheses when the run has them."""
+    cell = _value_cell(res, explainer, scorer)
+    if not controlled:
+        return cell
+    return f"{cell} ({_value_cell(res, control_name(explainer), scorer)})"
 
 
 def _text_cell(res: LatentResult, explainer: str, first: bool) -> str:
@@ -63,8 +85,17 @@ def format_table(
     """The run as a text table at most `width` characters wide (as far as the columns allow)."""
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
-    explainers = results.explainers
+    # a control is shown beside the explainer it shuffles, not as an explainer of its own
+    explainers = [e for e in results.explainers if control_of(e) is None]
     methods = results.methods
+    controlled = {(control_of(e), s) for e, s in methods if control_of(e) is not None}
+    computed = results.summary() if controlled or (summary and methods) else None
+    stats = computed["methods"] if computed is not None else {}
+    chance = {
+        (e, s)
+        for e, s in controlled
+        if ((stats.get(f"{e}/{s}") or {}).get("shuffled") or {}).get("at_chance")
+    }
     multi_coder = len({ref.coder_id for ref in results.latents}) > 1
     rows = list(results)
     shown = rows if max_rows is None else rows[:max_rows]
@@ -77,13 +108,21 @@ def format_table(
     groups: list[tuple[str, list[str]]] = []
     for e in explainers:
         groups.append((e, [s for ex, s in methods if ex == e]))
-    score_w = {s: max(4, min(len(s), 10)) for _, ss in groups for s in ss}
+
+    def mark(e: str, s: str) -> str:
+        return f" {CHANCE_MARK}" if (e, s) in chance else ""
+
+    # a long scorer name is cut, never its at-chance mark
+    score_w = {(e, s): max(4, min(len(s), 16) + len(mark(e, s))) for e, ss in groups for s in ss}
     score_cells = {
-        (res.latent, e, s): _score_cell(res, e, s) for res in shown for e, ss in groups for s in ss
+        (res.latent, e, s): _score_cell(res, e, s, (e, s) in controlled)
+        for res in shown
+        for e, ss in groups
+        for s in ss
     }
-    for (_, _, s), cell in score_cells.items():
-        score_w[s] = max(score_w[s], len(cell))  # room for a starred value
-    fixed = lat_w + sum(len(SEP) + score_w[s] for _, ss in groups for s in ss)
+    for (_, e, s), cell in score_cells.items():
+        score_w[e, s] = max(score_w[e, s], len(cell))  # room for a starred value or a control
+    fixed = lat_w + sum(len(SEP) + score_w[e, s] for e, ss in groups for s in ss)
     fixed += len(SEP) * len(groups)
     text_w = max(MIN_TEXT, (width - fixed) // max(1, len(groups))) if groups else 0
 
@@ -91,18 +130,17 @@ def format_table(
     top = ["".ljust(lat_w)]
     sub = ["latent".ljust(lat_w)]
     for e, ss in groups:
-        group_w = text_w + sum(len(SEP) + score_w[s] for s in ss)
+        group_w = text_w + sum(len(SEP) + score_w[e, s] for s in ss)
         top.append(_fit(e, group_w))
-        sub.append(
-            SEP.join(["explanation".ljust(text_w)[:text_w], *(_fit(s, score_w[s]) for s in ss)])
-        )
+        heads = (_fit(s, score_w[e, s] - len(mark(e, s))) + mark(e, s) for s in ss)
+        sub.append(SEP.join(["explanation".ljust(text_w)[:text_w], *heads]))
     lines = [SEP.join(top).rstrip(), SEP.join(sub).rstrip()]
     lines.append("-" * min(width, max(len(line) for line in lines)))
     for res in shown:
         cells = [latent_label(res).rjust(lat_w)]
         for i, (e, ss) in enumerate(groups):
             group = [_fit(_text_cell(res, e, first=i == 0), text_w)]
-            group += [score_cells[res.latent, e, s].rjust(score_w[s]) for s in ss]
+            group += [score_cells[res.latent, e, s].rjust(score_w[e, s]) for s in ss]
             cells.append(SEP.join(group))
         if not groups:
             status = res.status or "-"
@@ -112,11 +150,15 @@ def format_table(
         lines.append(f"... {len(rows) - len(shown)} more latents")
     if not rows:
         lines.append("(no latents yet)")
-    if any(cell.endswith(CONSTANT_MARK) for cell in score_cells.values()):
+    if any(CONSTANT_MARK in cell for cell in score_cells.values()):
         lines.append(f"{CONSTANT_MARK} the scorer gave one answer to every item (see flags.json)")
+    if controlled:
+        lines.append("(x.xx) the same scorer on the explanation of another latent (shuffled)")
+    if chance:
+        lines.append(CHANCE_LEGEND)
     if summary and methods:
         lines.append("")
-        lines.extend(_summary_lines(results.summary()))
+        lines.extend(_summary_lines(computed or results.summary()))
     return "\n".join(lines)
 
 
@@ -156,22 +198,48 @@ def target_lines(by_target: dict[str, Any], indent: str = "  ") -> list[str]:
     return out
 
 
+def shuffled_text(shuffled: dict[str, Any] | None) -> str:
+    """The summary's `shuffled` entry as text: "shuffled median 0.490, true > shuffled on 9 of
+    20 latents (45%) ≈chance", or "" without controls."""
+    if not shuffled or not shuffled.get("n"):
+        return ""
+    n, frac = shuffled["n"], shuffled["frac_true_gt_shuffled"]
+    mark = f" {CHANCE_MARK}" if shuffled.get("at_chance") else ""
+    return (
+        f"shuffled median {shuffled['median_shuffled']:.3f}, true > shuffled on "
+        f"{round(frac * n)} of {n} latents ({frac:.0%}){mark}"
+    )
+
+
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     out = []
-    for name, m in summary["methods"].items():
+    methods = summary["methods"]
+    for name, m in methods.items():
+        control = m.get("control_of")
+        if control is not None and f"{control}/{m['scorer']}" in methods:
+            continue  # shown beside the explainer it shuffles
+        skipped = m.get("n_skipped") or 0
         if m["n"] == 0:
-            out.append(f"{name}: no valid scores ({m['n_errors']} errors)")
+            out.append(
+                f"{name}: no valid scores ({m['n_errors']} errors"
+                + (f", {skipped} skipped as generic" if skipped else "")
+                + ")"
+            )
             continue
         lo, hi = m["mean_ci95"]
         auroc = m.get("auroc") or {}
         n_constant = m.get("n_constant") or 0
+        beside = shuffled_text(m.get("shuffled"))
+        rate = m["error_rate"]
         out.append(
             f"{name}: median {m['median']:.3f} (IQR {m['q25']:.3f}-{m['q75']:.3f}), "
-            f"mean {m['mean']:.3f} [{lo:.3f}, {hi:.3f}], "
+            + (f"{beside}, " if beside else "")
+            + f"mean {m['mean']:.3f} [{lo:.3f}, {hi:.3f}], "
             + (f"AUROC median {auroc['median']:.3f}, " if auroc.get("n") else "")
             + f"n={m['n']}, "
             + (f"constant answers {n_constant}, " if n_constant else "")
-            + f"errors {100 * m['error_rate']:.0f}%"
+            + (f"skipped as generic {skipped}, " if skipped else "")
+            + f"errors {0 if rate is None else 100 * rate:.0f}%"
         )
         out.extend(target_lines(m.get("by_target") or {}))
     total = summary["usage"]["total"]

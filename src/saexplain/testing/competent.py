@@ -124,7 +124,8 @@ def competent_scorer(request: ChatRequest) -> str:
     - simulation (`k<TAB>token` lines): `k<TAB>10` on tokens that mention a keyword, else 0;
     - simulation echo (`token<TAB>unknown` lines): the token copied, a tab, 10 or 0.
 
-    Detection and fuzzing answers are lists like `[1, 0, 0, 1, 0]`.
+    Detection and fuzzing answers are lists like `[1, 0, 0, 1, 0]`, or the bare digit when the
+    reply is prefilled (`ChatRequest.prefill`: the text continues after it).
     """
     user = next(m.content for m in reversed(request.messages) if m.role == "user")
     lines = user.splitlines()
@@ -147,6 +148,8 @@ def competent_scorer(request: ChatRequest) -> str:
             answers.append(int(bool(spans) and all(_scorer_mentions(s, keywords) for s in spans)))
         else:
             answers.append(int(_scorer_mentions(text, keywords)))
+    if request.prefill is not None and len(answers) == 1:
+        return str(answers[0])
     return "[" + ", ".join(map(str, answers)) + "]"
 
 

@@ -31,6 +31,8 @@ class ScriptedProvider:
 
     `fail_on(call_index, request)` may return an exception to raise instead of answering.
     `logprobs(request, text)` may return per-token logprobs; setting it advertises the capability.
+    `prefill=True` advertises continuing a prefilled reply (`ChatRequest.prefill`); the answers
+    are then what follows the prefill.
     """
 
     name = "scripted"
@@ -44,6 +46,7 @@ class ScriptedProvider:
         logprobs: Callable[[ChatRequest, str], Sequence[TokenLogprob]] | None = None,
         cost_per_token: float = 0.0,
         latency_s: float = 0.0,
+        prefill: bool = False,
     ) -> None:
         self.model = model
         self._answers = answers if callable(answers) else list(answers)
@@ -52,7 +55,10 @@ class ScriptedProvider:
         self._cost = cost_per_token
         self._latency = latency_s
         self.capabilities = ProviderCapabilities(
-            logprobs=logprobs is not None, max_top_logprobs=20 if logprobs else 0, max_n=8
+            logprobs=logprobs is not None,
+            max_top_logprobs=20 if logprobs else 0,
+            max_n=8,
+            prefill=prefill,
         )
         self.requests: list[ChatRequest] = []
         self.usage = Usage()

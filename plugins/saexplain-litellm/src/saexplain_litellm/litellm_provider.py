@@ -30,7 +30,7 @@ from saexplain.errors import (
     ProviderTimeoutError,
 )
 from saexplain.models import ChatRequest, ChatResponse, Choice, TokenLogprob, Usage
-from saexplain.protocols import ProviderCapabilities
+from saexplain.protocols import BatchState, ProviderCapabilities
 from saexplain.secrets import redact, register_secret
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,18 @@ def detect_capabilities(model: str) -> ProviderCapabilities:
         logprobs="logprobs" in params,
         max_top_logprobs=20 if "top_logprobs" in params else 0,
         max_n=8 if "n" in params else 1,
+        # Anthropic continues a trailing assistant message
+        prefill=_is_anthropic(model),
     )
+
+
+def _is_anthropic(model: str) -> bool:
+    """Whether litellm routes `model` to Anthropic's API (which continues a prefilled reply)."""
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model=model)
+    except Exception:  # an unknown prefix: not Anthropic
+        return False
+    return str(provider) == "anthropic"
 
 
 def missing_key_variables(model: str) -> list[str]:
@@ -244,6 +255,7 @@ class LiteLLMProvider:
                 else (caps.max_top_logprobs or (20 if logprobs else 0))
             ),
             max_n=caps.max_n if max_n is None else int(max_n),
+            prefill=caps.prefill,
         )
         self.model = model
         self.capabilities = caps
@@ -314,9 +326,14 @@ class LiteLLMProvider:
 
     def litellm_kwargs(self, request: ChatRequest) -> dict[str, Any]:
         """The keyword arguments of `litellm.acompletion` for `request` (without the key)."""
+        messages = [m.model_dump() for m in request.messages]
+        if request.prefill is not None:
+            # Anthropic's API continues a trailing assistant message (its "prefill"); other chat
+            # APIs answer it as a finished turn, so they are refused in `complete`
+            messages.append({"role": "assistant", "content": request.prefill})
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": messages,
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "timeout": self.timeout,
@@ -347,6 +364,12 @@ class LiteLLMProvider:
             raise ProviderBadRequestError(
                 "this provider cannot score given text (no prompt logprobs); use the local "
                 "provider or a scorer setting that does not need them",
+                model=self.model,
+            )
+        if request.prefill is not None and not self.capabilities.prefill:
+            raise ProviderBadRequestError(
+                "this provider cannot continue a prefilled reply (ChatRequest.prefill); use the "
+                "local provider, an Anthropic model, or answer='list'",
                 model=self.model,
             )
         kwargs = self.litellm_kwargs(request)
@@ -449,6 +472,26 @@ class LiteLLMProvider:
             + int(usage.get("completion_tokens", 0) or 0) * prices[1]
         )
         return to_chat_response(self.model, _Obj(data), cost)
+
+    # --- the batch API (`BatchSubmitting`; the code is in saexplain_litellm.batch) -------------
+
+    def batch_price_factor(self) -> float | None:
+        """Batch price / interactive price; None when this model has no usable batch API."""
+        from saexplain_litellm.batch import price_factor
+
+        return price_factor(self)
+
+    async def submit_batch(self, requests: Mapping[str, ChatRequest]) -> str:
+        """Submit `requests` (by key) as one batch; its id."""
+        from saexplain_litellm.batch import submit
+
+        return await submit(self, requests)
+
+    async def poll_batch(self, batch_id: str) -> BatchState:
+        """The batch's state, with its answers once final."""
+        from saexplain_litellm.batch import poll
+
+        return await poll(self, batch_id)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"

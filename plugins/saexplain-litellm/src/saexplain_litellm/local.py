@@ -17,6 +17,9 @@ any local transformers model directory (or a `.gguf` file). Nothing is downloade
 - Prompt logprobs: a request with `score_text` generates nothing; the text is tokenized on its
   own, appended to the rendered prompt, and each of its tokens gets its log-probability given
   everything before it (one forward pass; `ChatResponse.scored`).
+- Prefilled replies: a request with `prefill` has that text appended after the template's
+  assistant header, so the model continues it; the response holds only the continuation (with
+  `max_tokens=1`, one forward pass: the binary scorers read the digit's logprobs there).
 
 Retries, the response cache and accounting come from saexplain's provider middleware.
 """
@@ -113,12 +116,47 @@ def save_standard_layout(model: Any, directory: Path) -> None:
     atomic_write_text(config_path, json.dumps(config, indent=2), fsync=False)
 
 
-def dequantized_dir(gguf: Path) -> Path:
-    """A safetensors copy of a GGUF model, made once (published atomically) and reused."""
+DIGEST_INDEX = "gguf-digests.json"  # (path, size, mtime) -> sha256 of the file's bytes
+
+
+def gguf_digest(gguf: Path) -> str:
+    """The sha256 of `gguf`'s bytes, computed once per (absolute path, size, mtime) and memoised
+    in `DIGEST_INDEX` in the model cache, so later calls cost a `stat`, not a 100 MB read."""
     stat = gguf.stat()
-    source = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    tag = hashlib.sha256(f"layout{DEQUANTIZED_LAYOUT}:{source}".encode()).hexdigest()
-    target = model_cache_root() / f"{gguf.stem}-{tag[:12]}"
+    key = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    index_path = model_cache_root() / DIGEST_INDEX
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: rebuilt below
+        index = {}
+    if not isinstance(index, dict):
+        index = {}
+    known = index.get(key)
+    if isinstance(known, str):
+        return known
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    index[key] = digest.hexdigest()
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    # two processes may both write it: each writes a complete index, the same digest for a key
+    atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True), fsync=False)
+    return str(index[key])
+
+
+def dequantized_target(gguf: Path) -> Path:
+    """Where `dequantized_dir` keeps `gguf`'s copy: named by the layout and the content digest."""
+    tag = hashlib.sha256(f"layout{DEQUANTIZED_LAYOUT}:{gguf_digest(gguf)}".encode()).hexdigest()
+    return model_cache_root() / f"{gguf.stem}-{tag[:12]}"
+
+
+def dequantized_dir(gguf: Path) -> Path:
+    """A safetensors copy of a GGUF model, made once (published atomically) and reused.
+
+    Keyed by the file's content (`gguf_digest`), not its path: every checkout, virtual
+    environment or CI clone holding the same GGUF shares one copy."""
+    target = dequantized_target(gguf)
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
     import torch
@@ -207,14 +245,15 @@ class LocalEngine:
 
     def render(self, request: ChatRequest) -> str:
         messages = [m.model_dump() for m in request.messages]
+        prefill = request.prefill or ""  # the start of the reply, continued by the model
         if self.chat_template:
             text = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False
             )
-            return str(text)
+            return str(text) + prefill
         # no template: a plain transcript ending where the assistant should speak
         lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
+        return "\n".join([*lines, "assistant:"]) + (f" {prefill}" if prefill else "")
 
     def run(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Answer `requests`; one `generate` per group of equal sampling settings."""
@@ -433,7 +472,7 @@ class LocalProvider:
     ) -> None:
         self.model = model
         self.capabilities = ProviderCapabilities(
-            logprobs=True, max_top_logprobs=20, max_n=8, prompt_logprobs=True
+            logprobs=True, max_top_logprobs=20, max_n=8, prompt_logprobs=True, prefill=True
         )
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")

@@ -6,7 +6,8 @@ GPT-2 and Llama layouts (Llama, Mistral, Qwen2/3 share one). The residual stream
 and MLP (`hook_resid_mid`) is not a module boundary in transformers, so it is computed as
 `resid_pre + attention output` and edits to it are written back through the attention output.
 Early stopping: `tracer.stop()` right after the deepest hooked module. KV caching: a transformers
-`DynamicCache` passed as `past_key_values`.
+`DynamicCache` passed as `past_key_values`; a left-padded batch passes transformers its
+`attention_mask` (cached and new columns) and `position_ids`.
 """
 
 from __future__ import annotations
@@ -137,10 +138,22 @@ class NNsightBackend(TransformersCache, TorchBackend):
             **_dims(config),
         )
 
+    left_padding = True
+
     def _forward(
-        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
+        self,
+        ids: torch.Tensor,
+        hooks: Hooks,
+        stop_layer: int | None,
+        cache: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        kwargs = {"past_key_values": cache, "use_cache": True} if cache is not None else {}
+        kwargs: dict[str, Any] = (
+            {"past_key_values": cache, "use_cache": True} if cache is not None else {}
+        )
+        if attention_mask is not None:  # a left-padded batch: mask over cached + new columns
+            kwargs.update(attention_mask=attention_mask, position_ids=position_ids)
         if not hooks and stop_layer is None:  # nothing to intervene on: skip the tracer
             logits: torch.Tensor = self.hf(ids, **kwargs).logits
             return logits

@@ -13,6 +13,11 @@ continues the cached columns and extends the cache in place) and supplies `_new_
 transformers model). Then rows that share a prefix (self-explanation's scale sweep: one prompt, one
 patch per row) compute it once, and generation runs one new token per step.
 
+A caching backend that also takes `attention_mask=` and `position_ids=` in `_forward` (the mask
+over the cached and the new columns, the position ids of the new columns) sets `left_padding =
+True`: `generate` then runs prompts of different lengths in one left-padded, KV-cached batch
+(`saexplain_torch.generation.LeftPadding`). Without it, each prompt length is its own cached batch.
+
 Keeping the semantics here means every backend gives the same numbers for the same request, and a
 new stack only has to translate hook names. BOS policy: texts are tokenized without special tokens
 and `bos_token_id` (the tokenizer's BOS; GPT-2's is `<|endoftext|>`) is prepended when asked, so
@@ -25,6 +30,7 @@ in `edits`, the generation loops and KV caching in `generation`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -64,10 +70,13 @@ from saexplain_torch.edits import (
     store_fn,
 )
 from saexplain_torch.generation import (
+    LeftPadding,
     Picker,
     decode_cached,
     decode_recompute,
+    left_pad,
     picker,
+    shift_edits,
     until_eos,
 )
 from saexplain_torch.hooks import HookSite, hook_width, parse_hook
@@ -265,6 +274,8 @@ class TorchBackend(ABC):
     # --- KV caching ------------------------------------------------------------------------------
 
     caching: bool = False  # True where the subclass implements the three methods below
+    # True where `_forward` also takes `attention_mask=` and `position_ids=` (see the module doc)
+    left_padding: bool = False
 
     def _new_cache(self, batch: int) -> Any:
         """An empty KV cache for `batch` rows."""
@@ -275,11 +286,30 @@ class TorchBackend(ABC):
         raise NotImplementedError
 
     def _run(
-        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
+        self,
+        ids: torch.Tensor,
+        hooks: Hooks,
+        stop_layer: int | None,
+        cache: Any = None,
+        padding: LeftPadding | None = None,
+        lo: int = 0,
     ) -> torch.Tensor | None:
+        """One pass over the columns `[lo, lo + ids.shape[1])`, continuing `cache` when given;
+        with `padding`, the left-padded batch's attention mask and position ids go along."""
         if cache is None:
+            assert padding is None, "a left-padded pass always keeps its KV cache"
             return self._forward(ids, hooks, stop_layer)
-        return self._forward(ids, hooks, stop_layer, cache=cache)  # type: ignore[call-arg]
+        if padding is None:
+            return self._forward(ids, hooks, stop_layer, cache=cache)  # type: ignore[call-arg]
+        hi = lo + ids.shape[1]
+        return self._forward(  # type: ignore[call-arg]
+            ids,
+            hooks,
+            stop_layer,
+            cache=cache,
+            attention_mask=padding.mask(hi),
+            position_ids=padding.positions(lo, hi),
+        )
 
     def _shared_prefix(self, ids: torch.Tensor, edits: Sequence[Edit]) -> int:
         """How many leading columns every row computes identically: the tokens agree and no
@@ -305,13 +335,16 @@ class TorchBackend(ABC):
         layers: Sequence[int] = (),
         positions: Sequence[int] | None = None,
         keep_cache: bool = False,
+        padding: LeftPadding | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor], Any]:
         """One edited pass: the logits and the residual entering each block in `layers` (after
         edits there), at `positions` (None: all), and the KV cache after it when `keep_cache`.
 
         With a caching backend, a prefix the rows share runs once on one row and its cache is
         repeated for the rest; logits at a few positions come from the last block's output, so
-        the unembedding runs on those positions only."""
+        the unembedding runs on those positions only. `padding` (a left-padded batch, with
+        `keep_cache`): the pass takes its attention mask and position ids, and shares no prefix
+        (equal ids can still differ in the mask: GPT-2's BOS is also its pad token)."""
         batch, seq = ids.shape
         self._edit_hooks(edits, seq, batch)  # validate before any model work
         for layer in layers:
@@ -320,7 +353,7 @@ class TorchBackend(ABC):
         if positions is not None:
             self._check_positions(tuple(positions), seq, "probe")
         cols = sorted({p % seq for p in positions} if positions is not None else range(seq))
-        prefix = self._shared_prefix(ids, edits)
+        prefix = 0 if padding is not None else self._shared_prefix(ids, edits)
         cache = self._new_cache(1 if prefix else batch) if (prefix or keep_cache) else None
         final = self.site(f"blocks.{self.n_layers - 1}.hook_resid_post")
         logit_parts: list[torch.Tensor] = []
@@ -338,10 +371,10 @@ class TorchBackend(ABC):
             few = positions is not None and len(want) < hi - lo
             if few:  # unembed only the wanted positions
                 hooks.setdefault(final, []).append(store_fn(captured, "final", want))
-                self._run(rows, hooks, self.n_layers, cache)
+                self._run(rows, hooks, self.n_layers, cache, padding, lo)
                 logits = self._unembed(captured["final"])
             else:
-                out = self._run(rows, hooks, None, cache)
+                out = self._run(rows, hooks, None, cache, padding, lo)
                 assert out is not None
                 logits = out  # every column of the window is wanted
             missing = set(layers) - set(captured)
@@ -450,8 +483,11 @@ class TorchBackend(ABC):
         the prompt (negative positions are refused: the end moves as tokens are added); a Clamp or
         an Add with `rows` applies to those prompts only, in the cached decode too.
 
-        A caching backend runs prompts of one length with a KV cache (one new token per step);
-        otherwise each step recomputes the whole right-padded context."""
+        A caching backend decodes with a KV cache (one new token per step): all prompts in one
+        left-padded batch where it supports left padding (`left_padding`), else one batch per
+        prompt length; so does a `Replace` at given positions on prompts of different lengths (it
+        has no `rows`, so it cannot be moved past pads of different widths). A backend without a
+        cache recomputes the whole right-padded context at each step."""
         if not prompts:
             return []
         self._check_generation(edits, temperature)
@@ -461,15 +497,61 @@ class TorchBackend(ABC):
             raise EmptyDatasetError("a prompt has no tokens")
         self._edit_hooks(edits, min(lengths), len(rows))  # validated before any model work
         pick = picker(temperature, seed)
-        if self.caching and len(set(lengths)) == 1:
-            ids = torch.tensor(rows, dtype=torch.long, device=self.device)
-            logits, _, cache = self._pass(ids, edits, positions=[ids.shape[1] - 1], keep_cache=True)
-            new = self._decode(
-                logits[:, -1], cache, edits, (len(ids), ids.shape[1]), max_new_tokens, pick
-            )
-        else:
+        if not self.caching:
             new = self._generate_recompute(rows, edits, max_new_tokens, pick)
+        elif len(set(lengths)) == 1:
+            new = self._generate_cached(rows, edits, max_new_tokens, pick)
+        elif self.left_padding and (shifted := self._padded_edits(rows, edits)) is not None:
+            new = self._generate_padded(rows, shifted, max_new_tokens, pick)
+        else:
+            new = self._generate_by_length(rows, edits, max_new_tokens, pick)
         return [self.decode(self._until_eos(ids)) for ids in new]
+
+    def _generate_cached(
+        self, rows: list[list[int]], edits: Sequence[Edit], max_new_tokens: int, pick: Picker
+    ) -> list[list[int]]:
+        """Rows of one length: the prompt pass keeps its KV cache, then one token per step."""
+        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+        logits, _, cache = self._pass(ids, edits, positions=[ids.shape[1] - 1], keep_cache=True)
+        return self._decode(
+            logits[:, -1], cache, edits, (len(ids), ids.shape[1]), max_new_tokens, pick
+        )
+
+    @staticmethod
+    def _padded_edits(rows: list[list[int]], edits: Sequence[Edit]) -> list[Edit] | None:
+        """`edits` in the columns of `rows` left-padded to one width; None when they cannot be
+        moved there (`shift_edits`)."""
+        width = max(len(r) for r in rows)
+        return shift_edits(edits, [width - len(r) for r in rows])
+
+    def _generate_padded(
+        self, rows: list[list[int]], shifted: list[Edit], max_new_tokens: int, pick: Picker
+    ) -> list[list[int]]:
+        """Rows of different lengths in one left-padded cached batch (`shifted`: the edits moved
+        past the pads by `_padded_edits`)."""
+        ids, padding = left_pad(rows, self.pad_token_id, self.device)
+        width = ids.shape[1]  # every row's last prompt token is in the last column
+        logits, _, cache = self._pass(
+            ids, shifted, positions=[width - 1], keep_cache=True, padding=padding
+        )
+        return self._decode(
+            logits[:, -1], cache, shifted, (len(ids), width), max_new_tokens, pick, padding
+        )
+
+    def _generate_by_length(
+        self, rows: list[list[int]], edits: Sequence[Edit], max_new_tokens: int, pick: Picker
+    ) -> list[list[int]]:
+        """One cached batch per prompt length (a backend without left padding); a Clamp or Add
+        with `rows` keeps its rows, renumbered inside each batch."""
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(len(row), []).append(i)
+        out: dict[int, list[int]] = {}
+        for members in groups.values():
+            mine = _edits_for_rows(edits, members)
+            made = self._generate_cached([rows[i] for i in members], mine, max_new_tokens, pick)
+            out.update(zip(members, made, strict=True))
+        return [out[i] for i in range(len(rows))]
 
     @torch.no_grad()
     def probe_and_generate(
@@ -527,15 +609,17 @@ class TorchBackend(ABC):
         shape: tuple[int, int],
         max_new_tokens: int,
         pick: Picker,
+        padding: LeftPadding | None = None,
     ) -> list[list[int]]:
         """Continue `shape` = (rows, prompt length) rows from the logits of their last token and
-        the KV cache after the prompt, one new token per step."""
+        the KV cache after the prompt, one new token per step (`padding`: of a left-padded
+        batch, whose mask and positions each step extends)."""
         batch, length = shape
 
         def step(new: torch.Tensor, i: int) -> torch.Tensor:
             column = length + i
             hooks = self._edit_hooks(edits, length, batch, window=(column, column + 1))
-            out = self._run(new.to(self.device), hooks, None, cache)
+            out = self._run(new.to(self.device), hooks, None, cache, padding, column)
             assert out is not None
             return out
 
@@ -577,3 +661,22 @@ class TorchBackend(ABC):
             if isinstance(value, torch.nn.Module):
                 arrays.update({f"{attr}.{k}": v for k, v in value.state_dict().items()})
         return fingerprint_arrays(arrays)
+
+
+def _edits_for_rows(edits: Sequence[Edit], members: Sequence[int]) -> list[Edit]:
+    """`edits` for the batch of the rows `members` alone: a Clamp or Add with `rows` keeps those
+    of its rows that are members (renumbered), and is dropped when none is; a per-row Replace
+    vector keeps the members' rows."""
+    index = {row: k for k, row in enumerate(members)}
+    out: list[Edit] = []
+    for edit in edits:
+        if isinstance(edit, Clamp | Add) and edit.rows is not None:
+            rows = tuple(index[r] for r in edit.rows if r in index)
+            if rows:
+                out.append(dataclasses.replace(edit, rows=rows))
+        elif isinstance(edit, Replace) and np.ndim(edit.vector) == 2:
+            vector = np.asarray(edit.vector) if not torch.is_tensor(edit.vector) else edit.vector
+            out.append(dataclasses.replace(edit, vector=vector[list(members)]))
+        else:
+            out.append(edit)
+    return out

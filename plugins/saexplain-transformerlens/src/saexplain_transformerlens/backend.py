@@ -3,7 +3,8 @@
 Canonical hook names are TransformerLens's own, so translation is the identity; attention
 `hook_z` is flattened to `n_heads * d_head` for coders. Early stopping uses `stop_at_layer`;
 hooks are attached with `model.hooks(...)`, which removes them in `finally`. KV caching:
-TransformerLens's own `TransformerLensKeyValueCache` passed as `past_kv_cache`.
+TransformerLens's own `TransformerLensKeyValueCache` passed as `past_kv_cache`; a left-padded batch
+passes its attention mask, from which TransformerLens also takes the positions.
 """
 
 from __future__ import annotations
@@ -95,16 +96,31 @@ class TransformerLensBackend(TorchBackend):
         mask = cache.previous_attention_mask.repeat_interleave(n, dim=0)
         return dataclasses.replace(cache, entries=entries, previous_attention_mask=mask)
 
+    left_padding = True
+
     def _forward(
-        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
+        self,
+        ids: torch.Tensor,
+        hooks: Hooks,
+        stop_layer: int | None,
+        cache: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         # With a cache TransformerLens builds an attention mask; from the tokens, it would hide
-        # real tokens that share the pad id (GPT-2's BOS), so every column is marked attended.
-        kwargs: dict[str, Any] = (
-            {"past_kv_cache": cache, "attention_mask": torch.ones_like(ids)}
-            if cache is not None
-            else {}
-        )
+        # real tokens that share the pad id (GPT-2's BOS), so every column is marked attended
+        # unless a left-padded batch gives its mask. The cache keeps the mask of the columns
+        # before, so only the new columns' part is passed; TransformerLens derives the positions
+        # from the mask itself (`position_ids` is not needed).
+        del position_ids
+        if cache is not None:
+            mask = torch.ones_like(ids) if attention_mask is None else attention_mask
+            kwargs: dict[str, Any] = {
+                "past_kv_cache": cache,
+                "attention_mask": mask[:, -ids.shape[1] :],
+            }
+        else:
+            kwargs = {}
         deferred: list[HookFn] = []
         fwd_hooks = []
         for site, fns in sorted(hooks.items()):

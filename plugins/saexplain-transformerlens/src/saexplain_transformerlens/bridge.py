@@ -142,8 +142,16 @@ class TransformerBridgeBackend(TransformersCache, TorchBackend):
 
     # --- the two primitives ----------------------------------------------------------------------
 
+    left_padding = True
+
     def _forward(
-        self, ids: torch.Tensor, hooks: Hooks, stop_layer: int | None, cache: Any = None
+        self,
+        ids: torch.Tensor,
+        hooks: Hooks,
+        stop_layer: int | None,
+        cache: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         if stop_layer is not None and not hooks:
             return None  # nothing to observe
@@ -154,6 +162,8 @@ class TransformerBridgeBackend(TransformersCache, TorchBackend):
                 ids.shape[0], seen + ids.shape[1], dtype=torch.long, device=ids.device
             )
             kwargs = {"past_key_values": cache, "use_cache": True, "attention_mask": mask}
+            if attention_mask is not None:  # a left-padded batch
+                kwargs.update(attention_mask=attention_mask, position_ids=position_ids)
         names = self.hook_points
         deepest = max(hooks) if stop_layer is not None else None
         # resid_mid changes by layer, written through at that block's hook_mlp_out
