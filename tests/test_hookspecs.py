@@ -13,6 +13,7 @@ EXPECTED = {
     "register_providers": "(register: 'Register') -> 'None'",
     "register_coders": "(register: 'Register') -> 'None'",
     "register_datasets": "(register: 'Register') -> 'None'",
+    "register_executors": "(register: 'Register') -> 'None'",
     "detect_backend": "(model: 'object') -> 'str | None'",
     "detect_coder": "(coder: 'object') -> 'str | None'",
 }

@@ -285,6 +285,7 @@ async def aexplain(
     name: str | None = None,
     store_dir: str | os.PathLike[str] | None = None,
     log_prompts: bool = False,
+    executor: str | Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResults:
     """Collect, explain and score `latents` of `sae` in `model`; see the module docstring.
@@ -330,6 +331,9 @@ async def aexplain(
             docs/analysis.md);
         output_dir, name: where the run directory goes (`name` None: derived from the config);
         store_dir: an activation store to reuse; log_prompts: write every prompt and answer;
+        executor: where explainers and scorers run: an executor plugin's name or
+            `{"name": ..., **settings}` (`{"name": "ray", "address": "local"}`, docs/scaling.md);
+            None: in this process;
         progress: show progress bars.
 
     An unknown keyword is a `TypeError` naming the closest valid one; a bad value a
@@ -370,6 +374,7 @@ async def aexplain(
         "name": name,
         "store_dir": None if store_dir is None else os.fspath(store_dir),
         "log_prompts": log_prompts,
+        "executor": executor,
         **llms,
     }
     from saexplain.config import make_config
@@ -490,6 +495,7 @@ async def ascore(
     name: str | None = None,
     store_dir: str | os.PathLike[str] | None = None,
     log_prompts: bool = False,
+    executor: str | Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResults:
     """Score explanations you already have (your own, or imported ones): `explanations` maps
@@ -531,6 +537,7 @@ async def ascore(
         name=name,
         store_dir=store_dir,
         log_prompts=log_prompts,
+        executor=executor,
         progress=progress,
     )
 

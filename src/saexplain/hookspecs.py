@@ -13,6 +13,7 @@ callback. Factories are called lazily with keyword settings and return the compo
 - provider factory: `factory(model: str, **settings) -> Provider`
 - coder factory: `factory(spec: str, *, backend: Backend | None = None, **settings) -> SparseCoder`
 - dataset factory: `factory() -> Sequence[str] | str` (texts, or a path the store reads)
+- executor factory: `factory(**settings) -> Executor` (where explainers and scorers run)
 
 Registering a name another plugin already registered raises, unless `override=True` is passed
 (an explicit, recorded replacement).
@@ -86,6 +87,14 @@ def register_datasets(register: Register) -> None:
     The factory takes no arguments and returns what the activation store reads: a sequence of
     texts, or a local file or folder path. Names not registered are read as hub dataset names or
     paths.
+    """
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Register executors by name: where a run's explainers and scorers run when its config
+    names one (`executor: {name: ray, ...}`; `saexplain.protocols.Executor`). Without one a run
+    runs them in-process.
     """
 
 

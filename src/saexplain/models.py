@@ -365,6 +365,28 @@ class ProviderSpec(Frozen):
         return None if value is False else value
 
 
+class ExecutorSpec(Frozen):
+    """Where a run's explainers and scorers run: an executor plugin by name (`register_executors`,
+    e.g. `ray`) with its settings. A config may give the settings beside the name
+    (`{name: ray, address: local, workers: 4}`) or a bare name (`ray`); a run without one runs
+    in-process."""
+
+    name: str = Field(min_length=1)
+    settings: Settings = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_settings(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, Mapping) and set(data) - {"name", "settings"}:
+            data = dict(data)
+            settings = dict(data.pop("settings", None) or {})
+            moved = {k: data.pop(k) for k in list(data) if k != "name"}
+            data["settings"] = {**settings, **moved}
+        return data
+
+
 class LatentSelection(Frozen):
     """Which latents to run: explicit indices, a range, or a random sample of alive ones."""
 
@@ -444,6 +466,9 @@ class RunConfig(Frozen):
     name: str | None = None  # run directory name inside output_dir; None: derived from the config
     store_dir: str | None = None  # reuse an activation store elsewhere; None: <run dir>/store
     log_prompts: bool = False  # write every prompt and response to <run dir>/logs/
+    # where explainers and scorers run (`ExecutorSpec`, e.g. `{name: ray, address: local}`);
+    # None: in this process. Not part of the run's identity: a run may resume on another.
+    executor: ExecutorSpec | None = None
     # Content fingerprints of what was passed as objects, by role ("model", "coder", "dataset";
     # `saexplain.fingerprint`). `prepare` fills them in: part of the run's identity, so changed
     # weights or data never reuse a run's data. Not a setting: `prepare` replaces what is here.

@@ -36,7 +36,7 @@ ENV_STRICT = "SAEXPLAIN_STRICT_PLUGINS"
 # Built-in methods are plugins too; each of these modules implements the hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = ("saexplain.explainers", "saexplain.scorers")
 
-KINDS = ("backend", "explainer", "scorer", "provider", "coder", "dataset")
+KINDS = ("backend", "explainer", "scorer", "provider", "coder", "dataset", "executor")
 _HOOK_OF_KIND = {kind: f"register_{kind}s" for kind in KINDS}
 
 PluginState = Literal["loaded", "failed", "blocked"]
@@ -143,6 +143,10 @@ class PluginManager:
     @property
     def datasets(self) -> Registry:
         return self._registry("dataset")
+
+    @property
+    def executors(self) -> Registry:
+        return self._registry("executor")
 
     @property
     def strict(self) -> bool:

@@ -507,6 +507,29 @@ class Scorer(Protocol):
     ) -> Score: ...
 
 
+@runtime_checkable
+class MethodCalls(Protocol):
+    """Where one explainer or scorer call runs, by the run's method name: what an executor
+    hands `saexplain.pipeline.explain_and_score(..., calls=...)`, which keeps everything else
+    (pending pairs, resume, phases, writing each result once)."""
+
+    async def explain(self, name: str, record: LatentRecord) -> Explanation: ...
+
+    async def score(self, name: str, record: LatentRecord, explanation: Explanation) -> Score: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a prepared run's explain-and-score stage somewhere else than in this process (a
+    `register_executors` plugin, chosen by the run config's `executor`). `p` is the run's
+    `saexplain.pipeline.Prepared`. The run directory keeps one writer, this process: an executor
+    returns results to it, typically through `explain_and_score(p, ..., calls=...)`."""
+
+    async def explain_and_score(
+        self, p: Any, records: Sequence[LatentRecord], store: object, *, progress: bool
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Needs:
     """What a method uses from the run, declared as data: the pipeline builds only what some

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from saexplain.errors import ConfigError
 from saexplain.interrupts import stop_requested
 from saexplain.models import RunConfig
 from saexplain.pipeline.resolve import (
@@ -51,8 +52,9 @@ from saexplain.pipeline.stages import (
     write_flags,
 )
 from saexplain.plugins import PluginManager
-from saexplain.protocols import Provider
+from saexplain.protocols import Executor, Provider
 from saexplain.providers import close_providers, record_provider_calls
+from saexplain.registry import instantiate
 from saexplain.secrets import redact_secrets
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ __all__ = [
     "build_backend",
     "build_coder",
     "build_coders",
+    "build_executor",
     "build_methods",
     "build_run_records",
     "check_coder_fits",
@@ -134,6 +137,18 @@ async def _off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
         raise
 
 
+def build_executor(p: Prepared) -> Executor | None:
+    """The run's executor (`RunConfig.executor`, a `register_executors` plugin), or None: the
+    methods run in this process."""
+    spec = p.config.executor
+    if spec is None:
+        return None
+    executor = instantiate("executor", p.manager.executors, spec.name, spec.settings)
+    if not isinstance(executor, Executor):
+        raise ConfigError(f"executor {spec.name!r} has no `explain_and_score(p, records, ...)`")
+    return executor
+
+
 async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
     """Run a prepared pipeline to the end (or resume it). The run directory is locked for the
     whole run: a second process on it fails at once (`RunDirBusyError`). Model work and the
@@ -146,6 +161,7 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
         p.run_dir.write_json("manifest", {**manifest(p), "methods": methods})
         coders = ", ".join(c.id for c in p.coders)
         log.info("run %s: %s, coders %s", p.run_dir.path, p.backend.model_id, coders)
+        executor = build_executor(p)  # an unknown name or bad setting fails before collecting
         store: ActivationStore | None = None
         if p.collects:
             store = await _off_loop(collect_store, p, progress=progress)
@@ -153,7 +169,10 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
         else:  # no chosen method reads records: no dataset is read, nothing collected
             records = bare_records(p)
         try:
-            await explain_and_score(p, records, store, progress=progress)
+            if executor is None:
+                await explain_and_score(p, records, store, progress=progress)
+            else:
+                await executor.explain_and_score(p, records, store, progress=progress)
         finally:
             await close_providers(p.providers)  # saves spend.json, closes HTTP sessions
         record_provider_calls(p.run_dir, p.providers)  # spend, retries, errors: manifest

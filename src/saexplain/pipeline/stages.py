@@ -35,6 +35,7 @@ from saexplain.models import (
 from saexplain.pipeline.resolve import Prepared
 from saexplain.protocols import (
     Explainer,
+    MethodCalls,
     MethodContext,
     PromptWording,
     Provider,
@@ -418,7 +419,12 @@ def _control_key(ref: LatentRef) -> str:
 
 
 async def explain_and_score(
-    p: Prepared, records: Sequence[LatentRecord], store: object, *, progress: bool
+    p: Prepared,
+    records: Sequence[LatentRecord],
+    store: object,
+    *,
+    progress: bool,
+    calls: MethodCalls | None = None,
 ) -> None:
     """Every pending (latent, explainer) and (latent, explainer, scorer) pair, concurrently.
 
@@ -430,6 +436,9 @@ async def explain_and_score(
     explained. With either, the run goes in phases, since both need every explanation first:
     explain all, flag generic explanations (`flags.json`), then score all, the true explanations
     (those flagged skipped under `skip_generic`) and the shuffled controls together.
+
+    `calls` (an executor's, `saexplain.protocols.Executor`) runs each method call elsewhere;
+    everything else, writing included, stays here. None: the methods run in this process.
     """
     providers: Mapping[str, Provider] = p.providers
     if p.config.log_prompts:
@@ -477,6 +486,22 @@ async def explain_and_score(
             work_dir=p.run_dir.path / "cache",
         )
 
+    async def explain_call(name: str, explainer: Explainer, record: LatentRecord) -> Explanation:
+        if calls is None:
+            return await explainer.explain(record, ctx_for(record))
+        if ledger is not None:  # as ctx_for: no call starts once the cap is reached
+            ledger.check_cap()
+        return await calls.explain(name, record)
+
+    async def score_call(
+        name: str, scorer: Scorer, record: LatentRecord, explanation: Explanation
+    ) -> Score:
+        if calls is None:
+            return await scorer.score(record, explanation, ctx_for(record))
+        if ledger is not None:
+            ledger.check_cap()
+        return await calls.score(name, record, explanation)
+
     def finished(result: Explanation | Score) -> None:
         spend.add(result)
         bar.update(1)
@@ -491,7 +516,7 @@ async def explain_and_score(
         stamp = {"explainer": name, "method_id": key[2], "llm": ids.explainers[name].llm}
         try:
             result: Explanation = await _guarded(
-                sem, record.latent.key, name, lambda: explainer.explain(record, ctx_for(record))
+                sem, record.latent.key, name, lambda: explain_call(name, explainer, record)
             )
             result = result.model_copy(update=stamp)
             line = _encoded(p.run_dir.explanations, result)
@@ -548,7 +573,7 @@ async def explain_and_score(
                     sem,
                     record.latent.key,
                     f"{explanation.explainer}/{name}",
-                    lambda: scorer.score(record, explanation, ctx_for(record)),
+                    lambda: score_call(name, scorer, record, explanation),
                 )
                 result = result.model_copy(update=stamp)
             line = _encoded(p.run_dir.scores, result)
