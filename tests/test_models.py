@@ -63,6 +63,7 @@ INSTANCES: list[BaseModel] = [
     m.CoderSpec(coder="saelens:r/blocks.*.hook_resid_pre", latents=m.LatentSelection(sample=5)),
     m.RunConfig(model="gpt2", coders=["neurons:blocks.0.mlp.hook_post", "r/x"], dataset="pile"),
     m.BatchOptions(max_requests=50, window_s=2.0, poll_s=10.0),
+    m.ExecutorSpec(name="ray", settings={"address": "local", "workers": 2}),
 ]
 
 
