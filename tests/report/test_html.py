@@ -259,6 +259,20 @@ def test_written_files_get_the_umask_permissions(tmp_path):
 # --- shuffled controls, skipped scores, filters and coders ----------------------------------------
 
 
+def test_the_notebook_table_shows_controls_beside_scores_not_as_columns(run):
+    explanations, scores, latents, _ = with_controls(run)
+    results = RunResults(
+        records=run.records, explanations=explanations, scores=scores, latents=latents
+    )
+    table = results._repr_html_()
+    assert "~shuffled" not in table  # no column of their own
+    assert "<th>maxact/detection</th>" in table
+    assert " (0.100)</td>" in table and " (1.000)</td>" in table  # each beside its score
+    # without controls, a score is shown alone
+    plain = RunResults(records=run.records, explanations=run.explanations, scores=run.scores)
+    assert " (" not in plain._repr_html_().split("<tr>", 2)[2]
+
+
 def test_shuffled_controls_ride_beside_their_scores(run, tmp_path):
     from saexplain.report.data import paired_baseline
 

@@ -229,19 +229,29 @@ def _explainers_table_html(summary: dict[str, Any]) -> str:
 
 
 def results_table_html(results: RunResults, *, max_rows: int | None = None) -> str:
-    """A compact HTML table of `results.table()` (also the Jupyter representation)."""
+    """A compact HTML table of `results.table()` (also the Jupyter representation). Shuffled
+    controls get no columns of their own: a score shows its control's in parentheses."""
     rows = results.table()
-    explainers, methods = results.explainers, results.methods
+    explainers = [e for e in results.explainers if control_of(e) is None]
+    present = set(results.methods)
+    methods = [(e, s) for e, s in results.methods if control_of(e) is None]
     head = "".join(
         f"<th>{_e(h)}</th>"
         for h in ["latent", "status", *explainers, *(f"{e}/{s}" for e, s in methods)]
     )
+
+    def score_cell(row: dict[str, Any], e: str, s: str) -> str:
+        text = _num(row[f"{e}/{s}"])
+        if (control_name(e), s) in present:
+            text += f" ({_num(row[f'{control_name(e)}/{s}'])})"
+        return f'<td class="num">{text}</td>'
+
     body = []
     shown = rows if max_rows is None else rows[:max_rows]
     for row in shown:
         cells = [f'<td class="num">{row["latent"]}</td>', f"<td>{_e(row['status'] or '-')}</td>"]
         cells += [f"<td>{_e(row[n] if row[n] is not None else '-')}</td>" for n in explainers]
-        cells += [f'<td class="num">{_num(row[f"{e}/{s}"])}</td>' for e, s in methods]
+        cells += [score_cell(row, e, s) for e, s in methods]
         body.append(f"<tr>{''.join(cells)}</tr>")
     more = (
         f'<p class="muted">… {len(rows) - len(shown)} more latents</p>'
