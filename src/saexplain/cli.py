@@ -590,10 +590,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the offline demo: SmolLM2 explains a small SAE trained on itself",
-        description="Trains (once, cached) a small SAE on SmolLM2-135M-Instruct, explains and "
-        "scores about 20 latents with the local model, prints the table and writes an HTML "
-        "report. Needs the saexplain-demo plugin (it brings the others it uses).",
+        help="the offline demo: explains latents of a small SAE on SmolLM2, offline",
+        description="Explains 16 latents of the small SAE on SmolLM2-135M-Instruct that ships "
+        "with the demo (top tokens, and SmolLM2 reading examples), scores each explanation "
+        "beside a shuffled one with MiniLM, prints the table and writes an HTML report. Needs "
+        "the saexplain-demo plugin (it brings the others it uses).",
     )
     demo.add_argument("--quick", action="store_true", help="fewer latents and tokens (CI)")
     demo.add_argument("--output-dir", default="runs", help="where to write the run (runs/)")
