@@ -3,18 +3,28 @@ scripted LLM that answers after a served model's latency, and a method that spen
 call (building prompts, parsing answers: what a worker process parallelises).
 
 Each latent: one explanation (one call) and one score (`--score-calls` calls, one after another).
-The same run is made in-process, on Ray with one worker (the executor's overhead) and on Ray with
-`--workers` workers; the local Ray cluster is started once, before timing, as a running cluster
-is (worker start-up is inside the timings). The runs need no activations (the methods read no
-records), so only the explain-and-score stage is timed.
+The same run is made in-process, on Ray with one worker (the executor's overhead), on Ray with
+`--workers` workers, and on Ray with `--workers` workers and one call per Ray task (what the
+executor did before it sent calls in batches of `--latents-per-task`); the local Ray cluster is
+started once, before timing, as a running cluster is (worker start-up is inside the timings).
+The runs need no activations (the methods read no records), so only the explain-and-score stage
+is timed. A task's calls hold their places under `concurrency` until the task returns, so the
+default concurrency (64) is several times workers x latents per task.
 
-Figures (2-core machine shared with other jobs; seconds noisy, ratios from one run):
+Figures (2-core machine shared with other jobs, load average 7-8 during these runs; seconds
+noisy, ratios from one run):
 
-    300 latents, 900 calls, 50 ms per call, 10 ms CPU per call, concurrency 16:
-      in-process 10.65 s; Ray, 1 worker 14.46 s (overhead 1.36x); Ray, 2 workers 11.07 s
-      (0.96x of in-process: two cores shared by the driver, the raylet and both workers)
+    300 latents, 900 calls of 50 ms, 10 ms CPU per call, concurrency 64, 8 calls per task:
+      in-process 15.20 s; Ray, 1 worker 14.11 s (0.93x); Ray, 2 workers 11.96 s (1.27x faster
+      than in-process); 2 workers, one call per task 12.07 s (batching: 1.01x)
+    400 latents, 1200 calls of 5 ms, 1 ms CPU per call, concurrency 64, 8 calls per task:
+      in-process 5.91 s; Ray, 1 worker 6.46 s (1.09x); 2 workers 7.08 s; 2 workers, one call
+      per task 8.42 s (batching: 1.19x faster)
+    (the first figures at concurrency 16: in-process 16.13 s, 2 workers 16.71 s, one call per
+      task 13.36 s: two tasks of 8 in flight leave slots idle until their slowest call ends)
 
     python benchmarks/executor.py [--latents 300] [--latency 0.05] [--cpu-ms 10] [--workers 2]
+        [--concurrency 64] [--latents-per-task 8]
 """
 
 from __future__ import annotations
@@ -156,31 +166,43 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--cpu-ms", type=float, default=10.0)
     parser.add_argument("--score-calls", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--latents-per-task", type=int, default=8)
     args = parser.parse_args()
 
     import ray
 
+    per_task = args.latents_per_task
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             local = one_run(args, out, "local", None)
-            one = one_run(args, out, "ray1", {"name": "ray", "workers": 1})
-            many = one_run(args, out, "rayN", {"name": "ray", "workers": args.workers})
+            ray_n = {"name": "ray", "workers": args.workers}
+            one = one_run(
+                args, out, "ray1", {"name": "ray", "workers": 1, "latents_per_task": per_task}
+            )
+            many = one_run(args, out, "rayN", {**ray_n, "latents_per_task": per_task})
+            # one call per Ray task: what the executor did before it sent batches
+            unbatched = one_run(args, out, "rayN1", {**ray_n, "latents_per_task": 1})
     finally:
         ray.shutdown()
     calls = args.latents * (1 + args.score_calls)
     print(
         f"{args.latents} latents, {calls} calls of {args.latency * 1000:.0f} ms with "
-        f"{args.cpu_ms:g} ms CPU each, concurrency {args.concurrency}"
+        f"{args.cpu_ms:g} ms CPU each, concurrency {args.concurrency}, "
+        f"{per_task} calls per Ray task"
     )
-    print(f"in-process: {local:.2f} s; ray 1 worker: {one:.2f} s; ray {args.workers}: {many:.2f} s")
+    print(
+        f"in-process: {local:.2f} s; ray 1 worker: {one:.2f} s; ray {args.workers}: {many:.2f} s; "
+        f"ray {args.workers}, one call per task: {unbatched:.2f} s"
+    )
     print(
         f"RESULT executor latents={args.latents} in_process_s={local:.2f} ray1_s={one:.2f} "
-        f"ray{args.workers}_s={many:.2f} speedup_vs_in_process={local / many:.2f}x "
-        f"ray1_overhead={one / local:.2f}x"
+        f"ray{args.workers}_s={many:.2f} ray{args.workers}_unbatched_s={unbatched:.2f} "
+        f"speedup_vs_in_process={local / many:.2f}x ray1_overhead={one / local:.2f}x "
+        f"batching_gain={unbatched / many:.2f}x"
     )
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from saexplain.testing import set_offline_env
+from saexplain.testing import isolated_cache, set_offline_env
 
 set_offline_env()  # no network in tests (DESIGN.md section 4)
 
@@ -9,5 +9,6 @@ set_offline_env()  # no network in tests (DESIGN.md section 4)
 def _isolated_response_cache(tmp_path_factory, monkeypatch):
     """Every provider a run builds caches its responses: each test gets its own cache, so
     nothing is replayed from another test (or from the user's cache)."""
-    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(tmp_path_factory.mktemp("saexplain-cache")))
+    cache = isolated_cache(tmp_path_factory.mktemp("saexplain-cache"))
+    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(cache))
     monkeypatch.delenv("SAEXPLAIN_NO_CACHE", raising=False)

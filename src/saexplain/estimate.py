@@ -11,12 +11,20 @@ one (`TokenCounter`), else about four characters per token.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from saexplain._async import run_sync
-from saexplain.models import ChatRequest, ChatResponse, Choice, RunConfig, TokenLogprob, Usage
+from saexplain.models import (
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    LatentRecord,
+    RunConfig,
+    TokenLogprob,
+    Usage,
+)
 from saexplain.protocols import (
     BatchSubmitting,
     CostEstimator,
@@ -90,6 +98,19 @@ class CountingProvider:
         )
 
 
+def spread_over_coders(records: Sequence[LatentRecord], n: int) -> list[LatentRecord]:
+    """`n` records taken in turn from each coder's (in run order), so a run over several coders
+    is estimated from all of them, not from the first coder's latents alone."""
+    by_coder: dict[str, list[LatentRecord]] = {}
+    for r in records:
+        by_coder.setdefault(r.latent.coder_id, []).append(r)
+    queues = list(by_coder.values())
+    sample: list[LatentRecord] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        sample.extend(q[i] for q in queues if i < len(q))
+    return sample[:n]
+
+
 def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) -> dict[str, Any]:
     """Tokens and cost per method and in total for the latents `config` selects."""
     from saexplain.pipeline import (
@@ -108,7 +129,7 @@ def estimate(config: RunConfig, *, n_latents: int = 5, progress: bool = True) ->
     records = (
         build_run_records(p, store, progress=progress) if store is not None else bare_records(p)
     )
-    sample = records[: max(1, n_latents)]
+    sample = spread_over_coders(records, max(1, n_latents))
     with tempfile.TemporaryDirectory(prefix="saexplain-estimate-") as tmp:
         p.run_dir = RunDir(tmp, fsync=False)  # explanations of the dry run stay out of the run
         p.providers = dict(counting)

@@ -2,18 +2,24 @@
 or the new one, never a torn one. The run directory, the activation store, the cached demo SAE and
 the dequantised local model all publish through these. A full disk or a read-only folder is a
 one-line `StorageError` naming the file and the fix (`writing`), and a failed write leaves no
-temporary file behind."""
+temporary file behind.
+
+`cache_dir(kind)` is the one place that says where saexplain caches things on this machine.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from saexplain.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 # errno -> (what went wrong, how to fix it), for the write failures a user can fix
 _FULL = (
@@ -113,3 +119,53 @@ def publish_dir(tmp: Path, final: Path, *, fsync: bool = True) -> None:
         os.replace(tmp, final)
     if fsync:
         fsync_dir(final.parent)
+
+
+# --- caches ---------------------------------------------------------------------------------------
+
+CACHE_ENV = "SAEXPLAIN_CACHE_DIR"
+"""The one variable that moves every saexplain cache: `$SAEXPLAIN_CACHE_DIR/<kind>`."""
+CACHE_KINDS = {
+    "responses": "LLM answers (the provider middleware's response cache)",
+    "models": "local models dequantised from GGUF (the local provider, the demo's SmolLM2)",
+    "demo": "the demo's SAE (trained, or converted from the shipped one)",
+}
+# Older names users may still have set: (variable, the one kind it moved, or None for a root).
+# SAEXPLAIN_MODEL_CACHE named the models folder itself; SAEXPLAIN_CACHE named the demo's root.
+_DEPRECATED_CACHE_ENV = (("SAEXPLAIN_MODEL_CACHE", "models"), ("SAEXPLAIN_CACHE", None))
+_warned: set[str] = set()
+
+
+def _deprecated(name: str, instead: str) -> None:
+    if name not in _warned:  # once per process: caches are looked up often
+        _warned.add(name)
+        log.warning("DeprecationWarning: %s is deprecated; %s", name, instead)
+
+
+def cache_dir(kind: str) -> Path:
+    """The folder where saexplain caches `kind` (a key of `CACHE_KINDS`):
+    `$SAEXPLAIN_CACHE_DIR/kind`, else `$XDG_CACHE_HOME/saexplain/kind`, else
+    `~/.cache/saexplain/kind`. Not created here.
+
+    The older variables still work, with a deprecation line in the log: `SAEXPLAIN_MODEL_CACHE`
+    (the models folder itself) and `SAEXPLAIN_CACHE` (a root, like `SAEXPLAIN_CACHE_DIR`). When
+    `SAEXPLAIN_CACHE_DIR` is set it wins, and a set old name is ignored (with the same line).
+    """
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; expected one of {sorted(CACHE_KINDS)}")
+    root = os.environ.get(CACHE_ENV)
+    for name, only in _DEPRECATED_CACHE_ENV:
+        old = os.environ.get(name)
+        if not old or (only is not None and only != kind):
+            continue
+        if root:
+            _deprecated(name, f"it is ignored because {CACHE_ENV} is set")
+            continue
+        target = Path(old).expanduser()
+        _deprecated(name, f"set {CACHE_ENV} instead (each cache then lives in <that dir>/<kind>)")
+        return target if only else target / kind
+    if root:
+        return Path(root).expanduser() / kind
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "saexplain" / kind

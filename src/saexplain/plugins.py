@@ -205,6 +205,18 @@ class PluginManager:
             self._info[name] = info
         return name
 
+    def runtime_plugins(self) -> dict[str, object]:
+        """The plugins registered at run time (`register_plugin`: a notebook, a test), by name:
+        an executor registers them again in its worker processes, which load only the installed
+        ones."""
+        with self._lock:
+            found = {
+                name: self._pm.get_plugin(name)
+                for name, info in self._info.items()
+                if info.source == "notebook"
+            }
+        return {name: plugin for name, plugin in found.items() if plugin is not None}
+
     def unregister_plugin(self, name: str) -> None:
         """Remove a plugin and its components (a component it overrode comes back); a
         `KeyError` when no plugin has that name."""

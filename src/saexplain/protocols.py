@@ -337,7 +337,8 @@ class ProbeAndGenerate(Protocol):
     ) -> tuple[Array, dict[int, Array], list[list[int]]]:
         """`(logits (batch, vocab), {layer: residual (batch, d_model)}, [new ids per row])`:
         `probe` at each row's last token and each row's continuation (up to end-of-text), from
-        one edited pass, for rows of one length (no padding); edits as in `generate`."""
+        one edited pass (rows of different lengths, in a padded batch, may run as one pass per
+        length); edits as in `generate`."""
         ...
 
 
@@ -528,6 +529,18 @@ class Executor(Protocol):
     async def explain_and_score(
         self, p: Any, records: Sequence[LatentRecord], store: object, *, progress: bool
     ) -> None: ...
+
+
+@runtime_checkable
+class CollectingExecutor(Protocol):
+    """An executor that also collects the run's activation store elsewhere (optional capability
+    of an `Executor`; `saexplain-ray` shards collection over its workers). `p` is the run's
+    `saexplain.pipeline.Prepared`, `path` the store directory (on storage the workers see).
+    Returns True once the store at `path` holds every context (the driver then reads it and
+    computes its statistics), or False to let the run collect in this process (e.g. the
+    model was passed as an object, which the workers cannot build again)."""
+
+    def collect(self, p: Any, path: Path, *, progress: bool) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -25,20 +25,22 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .fake_openai import _answer
+from .loopback import LoopbackServer, send_reply
 
 PROMPT_TOKENS = 1000
 COMPLETION_TOKENS = 100
 
 
 @dataclass
-class FakeBatchServer:
+class FakeBatchServer(LoopbackServer):
     """Use `with FakeBatchServer(...).running() as server:` and `server.url`."""
+
+    protocol_version = "HTTP/1.1"
 
     outcome: str = "completed"  # completed | failed | expired
     polls_to_finish: int = 2
@@ -54,41 +56,6 @@ class FakeBatchServer:
     _in_flight: int = 0
     _ids: Iterator[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "the server is not running"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    @contextmanager
-    def running(self) -> Iterator[FakeBatchServer]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                server._post(self)
-
-            def do_GET(self) -> None:
-                server._get(self)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        try:
-            yield self
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=10)
 
     def _new_id(self, prefix: str) -> str:
         with self._lock:
@@ -96,7 +63,7 @@ class FakeBatchServer:
 
     # --- routes -------------------------------------------------------------------------------
 
-    def _post(self, h: BaseHTTPRequestHandler) -> None:
+    def handle_post(self, h: BaseHTTPRequestHandler) -> None:
         data = h.rfile.read(int(h.headers.get("Content-Length") or 0))
         path = h.path.split("?")[0]
         if path == "/v1/chat/completions":
@@ -126,7 +93,7 @@ class FakeBatchServer:
             return _send(h, 200, batch)
         return _send(h, 404, {"error": {"message": f"no route {path}"}})
 
-    def _get(self, h: BaseHTTPRequestHandler) -> None:
+    def handle_get(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path.split("?")[0]
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[:2] == ["v1", "batches"] and parts[2] in self.batches:
@@ -241,12 +208,4 @@ def _send(h: BaseHTTPRequestHandler, status: int, obj: Any) -> None:
 
 
 def _send_bytes(h: BaseHTTPRequestHandler, status: int, data: bytes, kind: str) -> None:
-    try:
-        h.send_response(status)
-        h.send_header("Content-Type", kind)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-        h.wfile.flush()
-    except OSError:
-        pass
+    send_reply(h, status, data, kind)

@@ -23,14 +23,15 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from saexplain.models import ChatRequest, Message
 from saexplain.testing import competent_explainer, competent_scorer
+
+from .loopback import LoopbackServer, send_reply
 
 TRANSIENT = ("429", "500", "503", "timeout", "truncated", "no_choices")
 HOSTILE = ("surrogate", "huge", "html", "echo")
@@ -66,7 +67,7 @@ class Usage:
     completion_tokens: int = 500
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """The server; use `with FakeOpenAI(...).running() as server:` and `server.url`."""
 
     def __init__(self, faults: Faults, *, max_requests: int = 2000, usage: Usage | None = None):
@@ -80,40 +81,10 @@ class FakeOpenAI:
         self.headers_seen: list[dict[str, str]] = []
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "the server is not running"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    @contextmanager
-    def running(self) -> Iterator[FakeOpenAI]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                server._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True  # a "timeout" reply still sleeping does not hold shutdown
-        self._httpd = httpd
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        try:
-            yield self
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=10)
 
     # --- one request ------------------------------------------------------------------------------
 
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+    def handle_post(self, h: BaseHTTPRequestHandler) -> None:
         body = json.loads(h.rfile.read(int(h.headers.get("Content-Length") or 0)) or b"{}")
         with self._lock:
             self.requests += 1
@@ -185,14 +156,5 @@ _PLAIN_HEADERS |= {"user-agent", "connection"}
 
 def _send(h: BaseHTTPRequestHandler, status: int, text: str, *, json_body: bool = False) -> bool:
     """Write a reply; False when the client hung up (it was killed, or gave up waiting)."""
-    data = text.encode("utf-8")
-    try:
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json" if json_body else "text/plain")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-        h.wfile.flush()
-    except OSError:
-        return False
-    return True
+    kind = "application/json" if json_body else "text/plain"
+    return send_reply(h, status, text.encode("utf-8"), kind)

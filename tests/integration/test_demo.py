@@ -109,6 +109,12 @@ def test_quick_demo_writes_a_complete_run(tmp_path, monkeypatch, capsys):
     assert all(len(v) == 4 for v in by_method.values())
     # the LLM-free baseline explains every latent, with shares of the activation mass
     assert all(e["status"] == "ok" and "%)" in e["text"] for e in by_method["toptokens"])
+    # maxact in its small-model style: the reply prefilled up to a short label, which parses
+    # (not "cut off at max_tokens" as SmolLM2's sentences were)
+    maxact_ok = [e for e in by_method["maxact"] if e["status"] == "ok"]
+    assert all(e["settings"]["style"] == "keywords" for e in by_method["maxact"])
+    assert maxact_ok and all(e["evidence"]["parse"].startswith("prefilled") for e in maxact_ok)
+    assert all(len(e["text"].split()) <= 12 for e in maxact_ok)
     ok = [e for e in explanations if e["status"] == "ok"]
     assert all(e["text"].strip() for e in ok)
     assert all(e["error"] for e in explanations if e["status"] != "ok")

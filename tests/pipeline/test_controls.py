@@ -206,7 +206,7 @@ def test_generic_reasons_near_duplicates_and_echoes():
         "French articles",
     ]
     reasons = generic_reasons(texts, prompt=wording)
-    assert reasons[:4] == ["near-duplicate"] * 3 + ["instruction echo"]
+    assert reasons[:4] == ["near-duplicate"] * 3 + ["instruction-echo"]
     assert reasons[4:] == [None] * 6  # distinct explanations are not flagged
     assert generic_reasons(texts)[3] is None  # no prompt: no echo check
     # a cluster must hold a min_share of the latents, not just min_count of them

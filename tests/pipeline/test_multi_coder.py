@@ -245,7 +245,7 @@ def test_sx_explain_takes_a_list_of_coders(tmp_path):
         backend,
         [shallow, deep],
         latents=[1, 2],
-        explainers=[{"name": "given", "settings": {"explanations": {"1": "cat", "2": "dog"}}}],
+        explainers=["toptokens"],  # no LLM
         scorers=[],
         dataset=texts,
         n_tokens=32 * 100,
@@ -261,3 +261,16 @@ def test_sx_explain_takes_a_list_of_coders(tmp_path):
     assert [c["coder"] for c in saved["coders"]] == [shallow.id, deep.id]
     # resolving again from the saved config names the same coders, in order
     assert RunConfig.model_validate(saved).coders[1].coder == deep.id
+
+
+def test_given_explanations_with_several_coders_are_refused(tmp_path: Path) -> None:
+    """Texts keyed by latent index would explain a different latent in each coder."""
+    backend, shallow, deep, texts = two_coder_world()
+    given = {"name": "given", "settings": {"explanations": {"1": "the word cat"}}}
+    with fresh_plugin_manager() as pm:
+        pm.register_plugin(toy, name="toy")
+        cfg = make_config(tmp_path, "given", "both", explainers=[given])
+        with pytest.raises(ConfigError, match=r"keyed by latent index.*2 coders"):
+            prepare(cfg, model=backend, coder=[shallow, deep], dataset=texts, manager=pm)
+        one = make_config(tmp_path, "given1", "shallow", explainers=[given])
+        assert prepare(one, model=backend, coder=[shallow], dataset=texts, manager=pm).coders

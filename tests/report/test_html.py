@@ -352,9 +352,9 @@ def test_skipped_scores_filters_and_generic_reasons_are_flags(run, tmp_path):
 
 def test_flags_of_two_coders_stay_apart():
     flags = {
-        "generic": {"maxact": [{"latent": "h_latent1", "coder": "a", "reason": "instruction echo"}]}
+        "generic": {"maxact": [{"latent": "h_latent1", "coder": "a", "reason": "instruction-echo"}]}
     }
-    assert flags_by_latent(flags) == {"a/h_latent1": ["generic: maxact instruction echo"]}
+    assert flags_by_latent(flags) == {"a/h_latent1": ["generic: maxact instruction-echo"]}
 
 
 def test_two_coders_get_a_coder_column_and_per_coder_medians(run, tmp_path):

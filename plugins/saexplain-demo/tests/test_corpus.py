@@ -52,7 +52,8 @@ def test_corpus_is_deterministic_across_processes():
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("SAEXPLAIN_CACHE", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("SAEXPLAIN_CACHE")
-    assert default_cache_dir() == Path.home() / ".cache" / "saexplain"
+    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c" / "demo"
+    monkeypatch.delenv("SAEXPLAIN_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_cache_dir() == Path.home() / ".cache" / "saexplain" / "demo"

@@ -80,7 +80,11 @@ def test_the_wheel_carries_the_shipped_sae(tmp_path):
     import sys
     import zipfile
 
-    pytest.importorskip("wheel")
+    setuptools = pytest.importorskip("setuptools")
+    if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (70, 1):
+        # a bare venv's bundled setuptools needs `wheel` to build one; the shared .venv (the
+        # integration session) has a newer setuptools and runs this test
+        pytest.importorskip("wheel")
     plugin = Path(demo.__file__).resolve().parents[2]
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", ".*", "tests")

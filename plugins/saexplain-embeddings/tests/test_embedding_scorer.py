@@ -168,3 +168,41 @@ def test_needs_no_provider_and_refuses_another_latents_explanation(planted):
     score = run_sync(scorer.score(records[0], explanation(records[3], 3), MethodContext()))
     assert score.status is Status.ERROR and "record for" in score.error
     assert scorer.loads == 0
+
+
+def test_window_centres_on_the_strongest_token_or_a_seeded_random_one():
+    from saexplain.models import Example
+
+    words = ("<bos>", "a", " b", " c", " d", " e", " f", " g")
+    acts = (0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 5.0, 0.0)  # strongest at " f"
+    ex = Example(tokens=tuple(range(8)), str_tokens=words, activations=acts)
+    assert context_text(ex, bos=0, window=3) == "e f g"
+    assert context_text(ex, bos=0, window=20) == "a b c d e f g"  # shorter than the window
+    first = Example(tokens=tuple(range(8)), str_tokens=words, activations=(0, 9) + (0,) * 6)
+    assert context_text(first, bos=0, window=3) == "a b c"  # kept inside the context
+    # a non-activating context: around a random token, the same one for the same stream
+    cut = [
+        context_text(ex, bos=0, window=2, activating=False, rng=np.random.default_rng(s))
+        for s in range(20)
+    ]
+    assert cut[3] == context_text(
+        ex, bos=0, window=2, activating=False, rng=np.random.default_rng(3)
+    )
+    assert all(len(c.split()) == 2 for c in cut) and len(set(cut)) > 3
+
+
+def test_a_window_embeds_the_marked_token_and_keeps_the_separation(planted, scorer):
+    backend, records = planted
+    narrow = EmbeddingScorer(window=3)
+    narrow._model = scorer._model  # reuse the loaded model; its own cache of cropped contexts
+    ctx = MethodContext(backend=backend, seed=1)
+    for latent, record in records.items():
+        true = run_sync(narrow.score(record, explanation(record, latent), ctx))
+        assert true.status is Status.OK and true.value > 0.9, (latent, true.metrics)
+        assert true.settings["window"] == 3
+        other = run_sync(narrow.score(record, explanation(record, (latent + 1) % 4), ctx))
+        assert other.value < true.value
+    # every embedded context is a 3-token crop, and each activating one holds its latent's word
+    assert narrow._cache and all(len(text.split()) <= 3 for text in narrow._cache)
+    crops = {context_text(e, 0, window=3) for e in records[2].scoring_examples}
+    assert crops <= set(narrow._cache) and all("violin" in c for c in crops)

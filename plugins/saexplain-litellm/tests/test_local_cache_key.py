@@ -19,8 +19,8 @@ from saexplain_litellm.local import (
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(tmp_path))
     root = tmp_path / "models"
-    monkeypatch.setenv("SAEXPLAIN_MODEL_CACHE", str(root))
     return root
 
 

@@ -81,8 +81,8 @@ def write_tiny_gguf(path: Path, *, tied: bool) -> dict[str, np.ndarray]:
 
 @pytest.fixture(autouse=True)
 def _model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(tmp_path))
     cache = tmp_path / "models"
-    monkeypatch.setenv("SAEXPLAIN_MODEL_CACHE", str(cache))
     return cache
 
 

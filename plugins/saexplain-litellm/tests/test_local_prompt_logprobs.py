@@ -69,7 +69,7 @@ def check_against_independent(provider: LocalProvider, requests: list[ChatReques
 def test_tiny_model_prompt_logprobs_match_an_independent_computation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SAEXPLAIN_MODEL_CACHE", str(tmp_path / "models"))
+    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(tmp_path))  # models: tmp_path / "models"
     gguf_path = tmp_path / "tiny.gguf"
     write_tiny_gguf(gguf_path, tied=True)
     provider = LocalProvider(str(gguf_path), batch_wait_s=0.05)

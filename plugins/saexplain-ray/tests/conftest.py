@@ -1,6 +1,6 @@
 import pytest
 
-from saexplain.testing import set_offline_env
+from saexplain.testing import isolated_cache, set_offline_env
 
 set_offline_env()
 
@@ -8,4 +8,5 @@ set_offline_env()
 @pytest.fixture(autouse=True)
 def _isolated_response_cache(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's response cache."""
-    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(tmp_path_factory.mktemp("saexplain-cache")))
+    cache = isolated_cache(tmp_path_factory.mktemp("saexplain-cache"))
+    monkeypatch.setenv("SAEXPLAIN_CACHE_DIR", str(cache))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -152,6 +153,91 @@ async def test_the_spend_cap_holds_across_workers(tmp_path, cluster, manager):
     assert refused, "the cap refused no call"
 
 
+class BillingKiller(ray_toy.PricedProvider):
+    """`PricedProvider` that bills each answered call (one line in `bill`, as the provider's
+    invoice) and, once per run, kills its worker (SIGKILL) at the second call of a job that was
+    already billed for one: that paid answer never returns to the driver."""
+
+    def __init__(self, bill: Path, flag: Path, cost_usd: float, latency_s: float) -> None:
+        super().__init__(cost_usd, latency_s)
+        self.bill, self.flag = bill, flag
+        self.billed: Counter[tuple[str, str]] = Counter()
+
+    async def complete(self, request: Any) -> Any:
+        import os
+        import signal
+
+        from saexplain.providers import current_latent, current_method
+
+        job = (current_latent.get(), current_method.get())
+        if self.billed[job] and not self.flag.exists():
+            try:  # one process only, even if both workers get here at once
+                os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        response = await super().complete(request)
+        with self.bill.open("a") as f:
+            f.write(f"{job}\n")
+        self.billed[job] += 1
+        return response
+
+
+async def test_a_paid_call_whose_worker_died_is_in_spend_json_once(tmp_path, cluster, manager):
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ships BillingKiller
+    bill, flag, cost = tmp_path / "bill", tmp_path / "killed", 0.01
+    provider = BillingKiller(bill, flag, cost, latency_s=0.01)
+    remote = await run(config(tmp_path, "ray", executor=RAY), provider, manager)
+    assert flag.exists()  # a worker died holding a paid answer
+    billed = bill.read_text().count("\n")
+    n = len(ray_toy.WORDS)
+    uninterrupted = n * (1 + 2 * ray_toy.N_SCORED)
+    assert billed > uninterrupted  # the lost answer was paid for, and asked again
+    spend = json.loads((remote / "spend.json").read_text())
+    # every paid call, the dead worker's included, exactly once
+    assert spend["calls"] == billed
+    assert spend["spent_usd"] == pytest.approx(billed * cost)
+    ray_e, ray_s = results(remote)
+    assert sum(ray_e.values()) == n and set(ray_e.values()) == {1}
+    assert sum(ray_s.values()) == n and set(ray_s.values()) == {1}
+
+
+async def test_prompt_logs_under_ray_are_the_in_process_ones(tmp_path, cluster, manager):
+    local = await run(config(tmp_path, "local", log_prompts=True), ray_toy.llm(), manager)
+    cfg = config(tmp_path, "ray", log_prompts=True, executor={**RAY, "latents_per_task": 3})
+    remote = await run(cfg, ray_toy.llm(), manager)
+
+    def logs(run_dir: Path) -> dict[str, list[str]]:
+        return {
+            f.name: sorted(f.read_text().splitlines()) for f in (run_dir / "logs").glob("*.jsonl")
+        }
+
+    local_logs, ray_logs = logs(local), logs(remote)
+    assert len(ray_logs) == len(ray_toy.WORDS)
+    assert ray_logs == local_logs
+    first = json.loads(next(iter(ray_logs.values()))[0])
+    assert {"method", "provider", "model", "request", "response"} <= first.keys()
+
+
+def test_provider_batches_under_ray_are_a_config_error_saying_what_to_do(tmp_path):
+    from saexplain_ray.executor import provider_plans
+
+    from saexplain.models import ProviderSpec
+    from saexplain.providers import wrap_provider
+
+    spec = ProviderSpec(provider="litellm", model="gpt-4o-mini", batch=True)
+
+    built = SimpleNamespace(  # what `provider_plans` reads of a prepared run
+        config=config(tmp_path, "batch", explainer_model=spec),
+        providers={"explainer": wrap_provider(ScriptedProvider(["x"]), cache=False)},
+    )
+    with pytest.raises(ConfigError, match=r"drop `executor` to send batches in-process"):
+        provider_plans(built)
+
+
 def test_bad_settings_are_one_line_config_errors():
     from saexplain_ray import make_ray_executor
 
@@ -159,6 +245,8 @@ def test_bad_settings_are_one_line_config_errors():
         make_ray_executor(workers=0)
     with pytest.raises(ConfigError, match=r"executor 'ray': adress: Extra inputs"):
         make_ray_executor(adress="auto")
+    with pytest.raises(ConfigError, match=r"executor 'ray': latents_per_task: .*greater"):
+        make_ray_executor(latents_per_task=0)
 
 
 def test_the_plugin_registers_the_executor_and_imports_no_ray():

@@ -155,6 +155,34 @@ def test_probe_and_generate_equals_probe_then_generate(backends):
         assert np.allclose(as_numpy(resid[1]), as_numpy(want_resid[1])[:, 0], atol=1e-4)
         assert [backend.decode(ids) for ids in new] == want_texts
     assert len(set(want_texts)) > 1
-    ragged = cached.tokenize([prompt, "A longer prompt than the first one, by far"])
-    with pytest.raises(ConfigError, match="one length"):
-        cached.probe_and_generate(ragged, [], max_new_tokens=2)
+
+
+def test_probe_and_generate_over_rows_of_different_lengths_equals_each_row_alone(backends):
+    cached, plain = backends
+    prompts = ["The cat sat", "A longer prompt than the first one, by far", "The dog ran off"]
+    d = cached.d_model
+    sae = make_coder(d, 64, "blocks.1.hook_resid_pre", seed=1)
+    rng = np.random.default_rng(3)
+    edits = [
+        Clamp(coder=sae, latent=7, value=12.0, rows=(1,)),  # the long row only
+        Add(
+            direction=rng.normal(size=d), scale=4.0, hook="blocks.2.hook_resid_pre", positions=(1,)
+        ),
+    ]
+    ragged = cached.tokenize(prompts)
+    assert not np.asarray(ragged.mask).all()
+    for backend in (cached, plain):
+        logits, resid, new = backend.probe_and_generate(ragged, edits, layers=[1], max_new_tokens=5)
+        for i, prompt in enumerate(prompts):
+            alone = [e for e in edits if not isinstance(e, Clamp)]
+            if i == 1:
+                alone.append(Clamp(coder=sae, latent=7, value=12.0))
+            one = backend.probe_and_generate(
+                backend.tokenize([prompt]), alone, layers=[1], max_new_tokens=5
+            )
+            assert np.allclose(as_numpy(logits)[i], as_numpy(one[0])[0], atol=1e-4), i
+            assert np.allclose(as_numpy(resid[1])[i], as_numpy(one[1][1])[0], atol=1e-4), i
+            assert new[i] == one[2][0], i
+    # the long row's clamp is really there: without it that row's residual differs
+    bare = cached.probe_and_generate(ragged, edits[1:], layers=[1], max_new_tokens=1)
+    assert not np.allclose(as_numpy(bare[1][1])[1], as_numpy(resid[1])[1], atol=1e-3)

@@ -3,6 +3,13 @@
 Options: per-token activation values (0-10), chain of thought, the latent's top promoted tokens
 (logit lens, when the context has a backend and coder), a sentence or a short label (1-6 words).
 Few-shot examples are data in the prompt file, rendered by the same code as live examples.
+
+`style="keywords"` is for small local models (SmolLM2-135M), which copy a few-shot answer or the
+instructions and ramble past any budget: the prompt's `[keywords]` table gives a short system and
+user text with no few-shot answer, the marked tokens are listed plainly after the examples, and
+the reply is prefilled (`ChatRequest.prefill`, e.g. `The marked tokens are "`) so the model only
+completes a short label, cut at the first `stop` (newline, closing quote). That short answer is
+the explanation, even when the small budget cut it (a label cut short still names something).
 """
 
 from __future__ import annotations
@@ -15,19 +22,26 @@ from typing import Any, ClassVar
 from pydantic import Field, JsonValue
 
 from saexplain.methods import (
+    STYLE_MAX_WORDS,
+    ChatRequest,
     ConfigError,
     Evidence,
     EvidenceUnavailable,
     Example,
     LatentRecord,
     LLMExplainer,
+    Message,
     MethodContext,
     Needs,
+    Parsed,
+    ParseError,
     Register,
     bos_id,
     display_tokens,
     first_shown,
     logit_lens,
+    marked,
+    one_line,
     render_example,
     run_model,
     table,
@@ -37,6 +51,7 @@ from saexplain.methods import (
 )
 
 EVIDENCE_CHARS = 400  # per example recorded in Explanation.evidence
+MARKED_SHOWN = 12  # distinct marked tokens listed by the keywords style
 
 
 def select_examples(examples: Sequence[Example], cap: int) -> list[Example]:
@@ -75,6 +90,27 @@ def render_examples(
         )
         out.append(render_example(shown, threshold=threshold, show_values=show_values))
     return out
+
+
+def marked_tokens(
+    examples: Sequence[Example],
+    *,
+    threshold: float,
+    bos_token_id: int | None = None,
+    limit: int = MARKED_SHOWN,
+) -> list[str]:
+    """The distinct tokens the examples mark (as `render_examples` marks them), stripped of
+    surrounding whitespace, most often marked first (ties: first seen), at most `limit`."""
+    counts: Counter[str] = Counter()
+    for ex in examples:
+        start = first_shown(ex, bos_token_id)
+        tokens = display_tokens(ex, start)
+        for token, on in zip(
+            tokens, marked(ex.activations[start:], threshold=threshold), strict=True
+        ):
+            if on and token.strip():
+                counts[token.strip()] += 1
+    return [t for t, _ in counts.most_common(limit)]
 
 
 def examples_field(rendered: Sequence[str]) -> str:
@@ -134,12 +170,112 @@ class MaxAct(LLMExplainer):
     default_prompt: ClassVar[str] = "maxact"
     needs: ClassVar[Needs] = Needs(provider=True)  # the model only for optional top_logits
     required_tables = ("style", "reasoning", "sections")
+    styles = ("sentence", "label", "keywords")
     settings: Settings
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         table(self.prompt, "sections", "logits")
+        self.keywords = self.settings.style == "keywords"
+        if self.keywords:
+            if self.settings.cot:
+                raise ConfigError(
+                    "maxact: style='keywords' prefills a short label, it has no chain of thought "
+                    "(cot=true); use style='sentence' or 'label' for cot"
+                )
+            if self.settings.top_logits:  # its user text has no place for them
+                raise ConfigError("maxact: style='keywords' does not show top_logits; set 0")
+            self.stops = self.keyword_stops()
         self.validate_prompt()
+
+    # the keywords style ------------------------------------------------------------------------
+
+    def keyword_text(self, key: str) -> str:
+        """A string of the prompt's `[keywords]` table (the keywords style's own texts)."""
+        return table(self.prompt, "keywords", key)
+
+    def keyword_stops(self) -> tuple[str, ...]:
+        value = self.prompt.data.get("keywords")
+        stops = value.get("stop") if isinstance(value, Mapping) else None
+        if (
+            not isinstance(stops, list)
+            or not stops
+            or not all(isinstance(x, str) and x for x in stops)
+        ):
+            raise ConfigError(
+                f"prompt {self.prompt.id} ({self.prompt.source}) needs 'keywords.stop', a list "
+                "of non-empty strings (where the prefilled label ends)"
+            )
+        return tuple(stops)
+
+    def system_text(self) -> str:
+        if self.keywords:
+            return self.keyword_text("system")
+        return super().system_text()
+
+    def shot_messages(self) -> list[Message]:
+        # no few-shot answer for a small model to copy
+        return [] if self.keywords else super().shot_messages()
+
+    def messages(self, fields: Mapping[str, str]) -> tuple[Message, ...]:
+        if not self.keywords:
+            return super().messages(fields)
+        try:
+            user = Template(self.keyword_text("user")).substitute(fields)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"prompt {self.prompt.id}: bad field in 'keywords.user': {e}") from e
+        return (
+            Message(role="system", content=self.system_text()),
+            Message(role="user", content=user),
+        )
+
+    def prompt_wording(self) -> str:
+        """What an echo repeats: for keywords, its system text and the user text's instructions
+        (the fields left empty)."""
+        if not self.keywords:
+            return super().prompt_wording()
+        instructions = Template(self.keyword_text("user")).safe_substitute(examples="", marked="")
+        return "\n".join([self.system_text(), instructions, self.keyword_text("prefill")])
+
+    def request(self, fields: Mapping[str, str]) -> ChatRequest:
+        base = super().request(fields)
+        if not self.keywords:
+            return base
+        return base.model_copy(update={"prefill": self.keyword_text("prefill"), "stop": self.stops})
+
+    def parse_answer(self, answer: str, *, cut_off: bool) -> Parsed:
+        """keywords: the reply continues the prefill; the label is its text up to the first stop
+        (a provider that ignores stops is cut here too), kept even when the budget cut it."""
+        if not self.keywords:
+            return super().parse_answer(answer, cut_off=cut_off)
+        prefill = self.keyword_text("prefill")
+        if answer.startswith(prefill):  # a provider that repeats the prefill
+            answer = answer[len(prefill) :]
+        ends = [i for i in (answer.find(s) for s in self.stops) if i >= 0]
+        text = one_line(answer[: min(ends)] if ends else answer)
+        text = " ".join(text.split()).strip(" .,;:'\"`*")
+        if not text:
+            raise ParseError(f"the prefilled label is empty: {answer[:200]!r}")
+        limit = STYLE_MAX_WORDS["keywords"]
+        if len(text.split()) > limit:
+            raise ParseError(
+                f"the label has {len(text.split())} words, over {limit}: {text[:200]!r}"
+            )
+        return Parsed(text, "prefilled, cut at max_tokens" if cut_off and not ends else "prefilled")
+
+    def preflight(self, ctx: MethodContext) -> None:
+        """Before the run: the keywords style needs a provider that continues a prefilled reply."""
+        if not self.keywords:
+            return
+        provider = ctx.provider("explainer")
+        if not provider.capabilities.prefill:
+            raise ConfigError(
+                f"maxact: style='keywords' needs a provider that continues a prefilled reply; "
+                f"{provider.model} does not (use style='sentence' or 'label', or the local "
+                "provider)"
+            )
+
+    # evidence ----------------------------------------------------------------------------------
 
     def logits_field(self, tokens: Sequence[str]) -> str:
         if not tokens:
@@ -172,6 +308,13 @@ class MaxAct(LLMExplainer):
         shown: dict[str, JsonValue] = {
             "examples": [truncate(r, EVIDENCE_CHARS) for r in rendered],
         }
+        marked_list = ""
+        if self.keywords:
+            listed = marked_tokens(
+                examples, threshold=self.settings.threshold, bos_token_id=bos_id(ctx)
+            )
+            shown["marked"] = list(listed)
+            marked_list = one_line(token_list(listed))
         logit_tokens: list[str] = []
         if self.settings.top_logits:
             if ctx.backend is None or ctx.coder is None:
@@ -205,6 +348,7 @@ class MaxAct(LLMExplainer):
             fields={
                 "examples": examples_field(rendered),
                 "logits": self.logits_field(logit_tokens),
+                "marked": marked_list,
             },
             shown=shown,
             settings={"examples": mix},

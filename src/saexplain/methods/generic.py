@@ -10,8 +10,10 @@ Two kinds, found over all of one explainer's explanations in a run:
   Exact duplicates are the case `similarity = 1`.
 - **instruction echoes**: an explanation that repeats its explainer's own prompt ("The
   explanation is a short label of 1 to 6 words."): at least `echo_share` of its word `echo_n`-grams
-  occur in the prompt's wording (`PromptWording`). Explanations shorter than `echo_n` words
-  are never echoes: a two-word label shared with a few-shot answer may well be right.
+  occur in the prompt's wording (`PromptWording`: its instructions and few-shot answers).
+  Explanations shorter than `echo_n` words are never echoes: a two-word label shared with a
+  few-shot answer may well be right. An echo is reported as one even when echoes of the same
+  few-shot answer also form a near-duplicate cluster: the reason says where it came from.
 
 Failed explanations are never flagged and do not count.
 """
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 DUPLICATE = "near-duplicate"  # the reasons `generic_reasons` gives
-ECHO = "instruction echo"
+ECHO = "instruction-echo"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,13 @@ def word_set(text: str) -> frozenset[str]:
     """The content words of `text`: lower-cased, punctuation and stop words dropped, a plural's
     "s" removed. Near-duplicates are compared on these."""
     return frozenset(_stem(w) for w in _words(text) if w not in _STOP)
+
+
+def _compared(text: str) -> frozenset[str]:
+    """What near-duplicates are compared on: the content words, or, for an explanation of stop
+    words only (a token label such as "by" or "is"), all its words: two such labels alike in
+    having no content word are not alike."""
+    return word_set(text) or frozenset(_words(text))
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -150,16 +159,16 @@ def generic_reasons(
         else:
             texts.append(e)
     ok = [i for i, t in enumerate(texts) if t is not None]
-    roots = _clusters([word_set(texts[i] or "") for i in ok], flags.similarity)
+    roots = _clusters([_compared(texts[i] or "") for i in ok], flags.similarity)
     size = Counter(roots)
     out: list[str | None] = [None] * len(texts)
     for i, r in zip(ok, roots, strict=True):
-        if size[r] >= flags.min_count and size[r] >= flags.min_share * len(ok):
-            out[i] = DUPLICATE
-        elif prompt and echoes_prompt(
-            texts[i] or "", prompt, n=flags.echo_n, share=flags.echo_share
-        ):
+        # the echo first: copies of a few-shot answer are near-duplicates too, but the prompt
+        # is why they are alike
+        if prompt and echoes_prompt(texts[i] or "", prompt, n=flags.echo_n, share=flags.echo_share):
             out[i] = ECHO
+        elif size[r] >= flags.min_count and size[r] >= flags.min_share * len(ok):
+            out[i] = DUPLICATE
     return out
 
 

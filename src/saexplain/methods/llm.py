@@ -3,12 +3,13 @@
 An LLM explainer subclasses `LLMExplainer`: its `gather` returns the `Evidence` (prompt fields
 plus a JSON record of what was shown), and the base turns it into one chat request (system text,
 few-shot turns rendered by the same code as live evidence, the final user turn) and one
-`Explanation`. Provider failures and unparseable answers become a typed status (`ask`), never an
-exception escaping `explain`; so do an answer cut off by the completion budget
-(`finish_reason == "length"`) before its explanation ended, a run-on answer beyond the style's
-bound (`bound_explanation`: a marked one is cut at its first sentence) and an answer longer than
-the explainer's `max_chars` (each a `failed` explanation with the reason: it would be sent whole
-in every scoring prompt).
+`Explanation` (a subclass reads the answer its own way by overriding `parse_answer`, as
+maxact's prefilled `keywords` style does). Provider failures and unparseable answers become a
+typed status (`ask`), never an exception escaping `explain`; so do an answer cut off by the
+completion budget (`finish_reason == "length"`) before its explanation ended, a run-on answer
+beyond the style's bound (`bound_explanation`: a marked one is cut at its first sentence) and an
+answer longer than the explainer's `max_chars` (each a `failed` explanation with the reason: it
+would be sent whole in every scoring prompt).
 A scorer calls the provider through `call`, which turns provider failures into an `Outcome`
 carrying the error, so the items it covers become error predictions.
 """
@@ -24,7 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, JsonValue, model_validator
 
 from saexplain.errors import ConfigError, ParseError, ProviderError, SaexplainError
-from saexplain.methods.parsing import bound_explanation, parse_explanation
+from saexplain.methods.parsing import Parsed, bound_explanation, parse_explanation
 from saexplain.methods.settings import MethodSettings
 from saexplain.methods.text import truncate
 from saexplain.models import (
@@ -54,7 +55,7 @@ __all__ = [
     "total_usage",
 ]
 
-Style = Literal["sentence", "label"]
+Style = Literal["sentence", "label", "keywords"]
 
 # --- settings checks ------------------------------------------------------------------------------
 
@@ -153,7 +154,9 @@ class LLMExplainer:
         style: Style = Field(
             "sentence",
             description='`"sentence"` (a phrase, at most ~25 words) or `"label"` (1-6 words, '
-            "Neuronpedia style)",
+            'Neuronpedia style); `maxact` also has `"keywords"` (for small local models: no '
+            "few-shot answer, the marked tokens listed, the reply prefilled up to a short label; "
+            "needs a provider that continues a prefilled reply)",
         )
         cot: bool = Field(
             False, description="chain of thought: reason first, then the final marker line"
@@ -164,7 +167,8 @@ class LLMExplainer:
         max_tokens: int | None = Field(
             None,
             ge=1,
-            description="completion budget; `None`: 200, 60 for labels, 1000 with `cot`",
+            description="completion budget; `None`: 200, 60 for labels, 16 for keywords, 1000 "
+            "with `cot`",
         )
         max_chars: int = Field(
             1000,
@@ -179,16 +183,23 @@ class LLMExplainer:
             # the budget follows the answer's shape; recorded resolved, so a result says it
             if isinstance(data, dict) and data.get("max_tokens") is None:
                 cot, style = data.get("cot") is True, data.get("style")
-                data = {**data, "max_tokens": 1000 if cot else 60 if style == "label" else 200}
+                budget = 1000 if cot else {"label": 60, "keywords": 16}.get(str(style), 200)
+                data = {**data, "max_tokens": budget}
             return data
 
     name: ClassVar[str]
     default_prompt: ClassVar[str]
     required_tables: ClassVar[tuple[str, ...]] = ("style", "reasoning")
+    # the styles this explainer offers (`"keywords"` needs a prompt of its own: maxact's)
+    styles: ClassVar[tuple[str, ...]] = ("sentence", "label")
     settings: Settings
 
     def __init__(self, **settings: Any) -> None:
         self.settings = self.Settings.parse(self.name, settings)
+        if self.settings.style not in self.styles:
+            raise ConfigError(
+                f"{self.name}: style {self.settings.style!r} is not one of {list(self.styles)}"
+            )
         self.prompt = check_prompt(self.settings.prompt, self.default_prompt, self.required_tables)
         self.marker = str(self.prompt.data.get("marker", "Explanation"))
         for sub in ("sentence", "label"):
@@ -229,6 +240,12 @@ class LLMExplainer:
         that echoes its instructions repeats."""
         answers = [m.content for m in self.shot_messages() if m.role == "assistant"]
         return "\n".join([self.system_text(), *answers])
+
+    def parse_answer(self, answer: str, *, cut_off: bool) -> Parsed:
+        """The explanation in an answer, held to the style's bound (`parse_explanation`,
+        `bound_explanation`); `cut_off`: the completion budget stopped it. ParseError if none."""
+        parsed = parse_explanation(answer, marker=self.marker, require_marker=self.settings.cot)
+        return bound_explanation(parsed, self.settings.style, cut_off=cut_off)
 
     def shot_answer(self, shot: Mapping[str, Any]) -> str:
         style = self.settings.style
@@ -329,10 +346,7 @@ async def ask(
     # stopped by the completion budget: kept only if its explanation ended before the cut
     cut_off = response.choices[0].finish_reason == "length"
     try:
-        parsed = parse_explanation(
-            answer, marker=explainer.marker, require_marker=explainer.settings.cot
-        )
-        parsed = bound_explanation(parsed, explainer.settings.style, cut_off=cut_off)
+        parsed = explainer.parse_answer(answer, cut_off=cut_off)
     except ParseError as e:
         discard_cached(response)  # an answer not used is not replayed by a rerun
         reason = f"ParseError: {e}"

@@ -96,9 +96,10 @@ def parse_explanation(answer: str, *, marker: str = "Explanation", require_marke
 
 # --- the style's length bound --------------------------------------------------------------------
 
-# The most words an explanation of each style may have. The prompts ask for 1-6 words (label) and
-# one sentence of at most 25-30 words (sentence); twice that is a run-on, not the answer asked for.
-STYLE_MAX_WORDS = {"label": 12, "sentence": 60}
+# The most words an explanation of each style may have. The prompts ask for 1-6 words (label,
+# keywords) and one sentence of at most 25-30 words (sentence); twice that is a run-on, not the
+# answer asked for.
+STYLE_MAX_WORDS = {"label": 12, "keywords": 12, "sentence": 60}
 
 # "e.g.", "U.S.", "Mr." and the like end with a period but do not end a sentence.
 _ABBREVIATION = re.compile(

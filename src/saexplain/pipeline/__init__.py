@@ -164,7 +164,8 @@ async def arun_prepared(p: Prepared, *, progress: bool = True) -> RunResults:
         executor = build_executor(p)  # an unknown name or bad setting fails before collecting
         store: ActivationStore | None = None
         if p.collects:
-            store = await _off_loop(collect_store, p, progress=progress)
+            # an executor that collects (CollectingExecutor) shards it over its workers
+            store = await _off_loop(collect_store, p, progress=progress, executor=executor)
             records = await _off_loop(build_run_records, p, store, progress=progress)
         else:  # no chosen method reads records: no dataset is read, nothing collected
             records = bare_records(p)

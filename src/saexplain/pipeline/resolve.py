@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_FIELDS",
     "Prepared",
+    "Rebuild",
     "build_backend",
     "build_coder",
     "build_coders",
@@ -63,6 +64,29 @@ __all__ = [
     "resolve_dataset",
     "run_path",
 ]
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """How another process (an executor's worker) builds the run's backend and coders again:
+    the model as named (`config.model` or the name passed), the coder specs passed (None:
+    `config.coders`), the backend's settings, and the dataset when it was passed as an object
+    (None: `config.dataset`, resolved again there)."""
+
+    model: str
+    coder: object | None = None
+    backend_settings: dict[str, Any] = field(default_factory=dict)
+    dataset: object | None = None
+
+
+def _rebuildable(coder: object | None) -> bool:
+    """Whether `coder` (what the caller passed) names its coders rather than holding them."""
+    if coder is None:
+        return True
+    return all(
+        isinstance(item, str) or (isinstance(item, tuple) and all(isinstance(x, str) for x in item))
+        for item in coder_items(coder)
+    )
 
 
 @dataclass
@@ -83,6 +107,9 @@ class Prepared:
     run_dir: RunDir
     manager: PluginManager = field(repr=False, default_factory=get_plugin_manager)
     selections: dict[str, LatentSelection] = field(default_factory=dict)
+    # how a worker process builds the backend and coders again; None when the caller passed a
+    # model or coder object (then the run collects in this process)
+    rebuild: Rebuild | None = None
 
     @property
     def coder(self) -> SparseCoder:
@@ -476,6 +503,14 @@ def prepare(
         config.model if model is None else model, config, manager, **(backend_settings or {})
     )
     coders, selections = build_coders(config, manager, backend, coder)
+    if len(coders) > 1 and "given" in explainers:
+        # given texts are keyed by latent index: with several coders one text would silently
+        # explain a different latent in each
+        raise ConfigError(
+            f"explanations to score are keyed by latent index, and this run has {len(coders)} "
+            "coders: score each SAE's explanations in its own run (one sx.score or "
+            "`saexplain score` per coder)"
+        )
     collects = reads_records(explainers, scorers)
     for c in coders:
         check_latents(selections.get(c.id, config.latents), c, collects=collects)
@@ -506,4 +541,20 @@ def prepare(
         dataset=resolve_dataset(given_data, manager) if collects else given_data,
         run_dir=run_dir,
         manager=manager,
+        rebuild=_rebuild(config, model, coder, dataset, backend_settings),
+    )
+
+
+def _rebuild(
+    config: RunConfig,
+    model: object | None,
+    coder: object | None,
+    dataset: object | None,
+    backend_settings: Mapping[str, Any] | None,
+) -> Rebuild | None:
+    name = config.model if model is None else model
+    if not isinstance(name, str) or not _rebuildable(coder):
+        return None
+    return Rebuild(
+        model=name, coder=coder, backend_settings=dict(backend_settings or {}), dataset=dataset
     )

@@ -34,6 +34,7 @@ from saexplain.models import (
 )
 from saexplain.pipeline.resolve import Prepared
 from saexplain.protocols import (
+    CollectingExecutor,
     Explainer,
     MethodCalls,
     MethodContext,
@@ -71,6 +72,8 @@ __all__ = [
     "method_ids",
     "prompt_wordings",
     "shuffled_derangement",
+    "store_path",
+    "store_settings",
     "write_flags",
 ]
 
@@ -80,32 +83,54 @@ log = logging.getLogger("saexplain.pipeline")
 # --- collect and build records --------------------------------------------------------------------
 
 
-def collect_store(p: Prepared, *, progress: bool) -> ActivationStore:
+def store_path(p: Prepared) -> Path:
+    """The run's activation store: `store_dir`, else `<run dir>/store`."""
+    return Path(p.config.store_dir) if p.config.store_dir else p.run_dir.path / "store"
+
+
+def store_settings(p: Prepared) -> dict[str, Any]:
+    """The collection settings of the run (`collection_settings` keywords): the same in this
+    process and in an executor's workers, so they fill one store."""
+    cfg = p.config
+    return {
+        "context_length": cfg.context_length,
+        "n_tokens": cfg.n_tokens,
+        "batch_size": cfg.batch_size,
+        "prepend_bos": cfg.prepend_bos,
+        "text_field": cfg.text_field,
+        "split": cfg.split,
+        "seed": cfg.seed,
+    }
+
+
+def collect_store(
+    p: Prepared, *, progress: bool, executor: object | None = None
+) -> ActivationStore:
     """The run's activation store, collected (or resumed) over the dataset: every coder of the
-    run in one forward pass per batch (the backend stops at the deepest coder's hook)."""
+    run in one forward pass per batch (the backend stops at the deepest coder's hook).
+
+    An `executor` that can (`CollectingExecutor`) collects it elsewhere first (the Ray
+    executor: slices of the token stream on its workers); the store is then complete, and the
+    in-process `collect` below only checks it and computes its statistics."""
     from saexplain.store import collect
 
     cfg = p.config
-    path = Path(cfg.store_dir) if cfg.store_dir else p.run_dir.path / "store"
+    path = store_path(p)
     log.info(
         "collecting %d tokens in contexts of %d into %s (finished shards are kept)",
         cfg.n_tokens,
         cfg.context_length,
         path,
     )
+    if isinstance(executor, CollectingExecutor):
+        executor.collect(p, path, progress=progress)
     with model_lock(p.backend):
         store = collect(
             p.backend,
             p.coders,
             p.dataset,
             path,
-            context_length=cfg.context_length,
-            n_tokens=cfg.n_tokens,
-            batch_size=cfg.batch_size,
-            prepend_bos=cfg.prepend_bos,
-            text_field=cfg.text_field,
-            split=cfg.split,
-            seed=cfg.seed,
+            **store_settings(p),
             progress=progress,
             resume=True,
         )

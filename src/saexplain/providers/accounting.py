@@ -155,20 +155,31 @@ class Ledger:
             tags=tuple(sorted((tags if tags is not None else current_tags()).items())),
             cached=cached,
         )
+        self.keep(rec)
+        return rec
+
+    def keep(self, rec: CallRecord) -> None:
+        """Where `record` puts each call: this ledger's records and totals (and `spend.json`).
+        The hook a ledger that keeps nothing itself overrides (the Ray executor's workers hand
+        each call to the driver, which keeps the run's one ledger)."""
         with self._lock:
             self._records.append(rec)
-            self._total = self._total + usage
-            if usage.calls or usage.cost_usd:  # persist money as soon as it is spent
+            self._total = self._total + rec.usage
+            if rec.usage.calls or rec.usage.cost_usd:  # persist money as soon as it is spent
                 self._save_locked()
-        return rec
 
     def record_error(self, error: BaseException) -> None:
         """Count a call that failed (after its retries), by error type. Cap refusals are not
         provider errors: `check_cap` counts them (`refused`)."""
         if isinstance(error, SpendCapReached):
             return
+        self.keep_error(type(error).__name__)
+
+    def keep_error(self, error_type: str) -> None:
+        """Where `record_error` counts a failed call, by its error type's name (the hook that
+        goes with `keep`)."""
         with self._lock:
-            self._errors[type(error).__name__] += 1
+            self._errors[error_type] += 1
 
     def track_retries(self, stats: RetryStats) -> None:
         """Include a retry layer's counters in `stats()` (`wrap_provider` does this)."""

@@ -6,8 +6,8 @@ cannot be read back (truncated, edited, from an incompatible version) is ignored
 never fatal. Entries hold the request and the response only: no credentials, and credentials are
 left out of the key as well.
 
-The default directory is `$SAEXPLAIN_CACHE_DIR/responses`, else
-`$XDG_CACHE_HOME/saexplain/responses`, else `~/.cache/saexplain/responses`;
+The default directory is `saexplain.files.cache_dir("responses")`: `$SAEXPLAIN_CACHE_DIR/responses`,
+else `$XDG_CACHE_HOME/saexplain/responses`, else `~/.cache/saexplain/responses`;
 `SAEXPLAIN_NO_CACHE=1` switches every default cache off.
 
 The cache keeps only answers that were used: an answer that does not serialise is never written
@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from saexplain.files import atomic_write_bytes
+from saexplain.files import atomic_write_bytes, cache_dir
 from saexplain.models import ChatRequest, ChatResponse
 from saexplain.secrets import is_secret_name
 
@@ -41,12 +41,7 @@ V = TypeVar("V")
 
 def default_cache_dir() -> Path:
     """Where responses are cached unless a directory is given (see the module docstring)."""
-    root = os.environ.get("SAEXPLAIN_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "responses"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "saexplain" / "responses"
+    return cache_dir("responses")
 
 
 def cache_key(

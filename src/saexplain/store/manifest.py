@@ -62,6 +62,15 @@ class ShardInfo(Frozen):
     value_dtypes: dict[str, str] = Field(default_factory=dict)  # by coder key
     # checksum of each file of the shard, by file name; empty in stores written before checksums
     checksums: dict[str, str] = Field(default_factory=dict)
+    # the shard's folder under shards/; None: its index, `00000` (collected in one process). A
+    # shard collected in a slice is named after the slice (`s<first context>-<n>`), so workers
+    # collecting different slices at once never write to one folder
+    name: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The shard's folder name under `shards/`."""
+        return self.name if self.name is not None else f"{self.index:05d}"
 
 
 class Manifest(Frozen):
@@ -72,6 +81,10 @@ class Manifest(Frozen):
     complete: bool = False  # the dataset (or the budget) is exhausted
     stats_complete: bool = False
     n_documents: NonNegativeInt | None = None  # documents read, once complete
+    # shards of slices collected in parallel (`saexplain.store.slices`) that finished before a
+    # slice ahead of them: complete and checksummed, but not part of the store until every
+    # context before them is in `shards` (readers see `shards` only, a gapless prefix)
+    parked: tuple[ShardInfo, ...] = ()
     # checksum of each file outside shards/ (decoders, statistics), by path inside the store
     checksums: dict[str, str] = Field(default_factory=dict)
 

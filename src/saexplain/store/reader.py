@@ -136,7 +136,7 @@ class ActivationStore:
         arr = self._cache.get(key)
         if arr is None:
             info = self.manifest.shards[shard]
-            folder = self.path / "shards" / f"{info.index:05d}"
+            folder = self.path / "shards" / info.folder
             fix = (
                 f"delete the shard {folder} (or the whole store {self.path}) and rerun: "
                 "collection resumes from that shard"

@@ -10,6 +10,9 @@ Layout of a store directory::
     coders/<coder>/W_dec.npy      decoder directions (for neighbour negatives), when available
     stats/<coder>.npz             per-latent count, sum, max, quantile edges (after collection)
 
+(A store collected in slices by several processes names its shards after the slices:
+`shards/s<first context>-<n>/`; see `saexplain.store.slices`.)
+
 Within a shard, entries are sorted by latent and then by token index, so one latent's
 activations are a contiguous slice of every shard: reading it never scans other latents.
 Each shard is written into a temporary directory and renamed into place, then the manifest is
@@ -147,6 +150,64 @@ def collect(
     dataset, one that tokenizes to nothing, or one shorter than one context.
     """
     coder_list = [coders] if isinstance(coders, SparseCoder) else list(coders)
+    settings, stream = collection_settings(
+        backend,
+        coder_list,
+        dataset,
+        context_length=context_length,
+        n_tokens=n_tokens,
+        batch_size=batch_size,
+        shard_contexts=shard_contexts,
+        prepend_bos=prepend_bos,
+        doc_separator=doc_separator,
+        text_field=text_field,
+        split=split,
+        value_dtype=value_dtype,
+        seed=seed,
+        save_decoder=save_decoder,
+    )
+    root = Path(path)
+    created = not (root / "manifest.json").exists()
+    manifest = _open_or_create(root, settings, resume)
+    if save_decoder:
+        manifest = _save_decoders(root, coder_list, settings.coders, fsync, manifest)
+    if not manifest.complete:
+        try:
+            manifest = _run(backend, coder_list, stream, root, manifest, progress, fsync)
+        except BaseException:
+            # leave no empty store behind a failed start (an empty dataset, a missing library)
+            if created and not Manifest.load(root).shards:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+    store = ActivationStore(root)
+    if compute_stats and not manifest.stats_complete:
+        from saexplain.store.stats import compute_all_stats
+
+        compute_all_stats(store, n_quantiles=n_quantiles)
+        store = ActivationStore(root)
+    return store
+
+
+def collection_settings(
+    backend: Backend,
+    coder_list: Sequence[SparseCoder],
+    dataset: object,
+    *,
+    context_length: int = 256,
+    n_tokens: int | None = None,
+    batch_size: int = 16,
+    shard_contexts: int = 1024,
+    prepend_bos: bool = True,
+    doc_separator: bool = True,
+    text_field: str = "text",
+    split: str = "train",
+    value_dtype: Literal["float16", "float32"] = "float16",
+    seed: int = 0,
+    save_decoder: bool = True,
+) -> tuple[CollectionSettings, ContextStream]:
+    """The settings a collection records (and a resume must match), and the context stream it
+    reads; bad settings raise `ConfigError` here. Shared by `collect` and the slices of a
+    parallel collection (`saexplain.store.slices`), so both record the same settings."""
     if batch_size < 1 or shard_contexts < 1:
         raise ConfigError("batch_size and shard_contexts must be >= 1")
     if shard_contexts * context_length >= 2**32:
@@ -188,26 +249,7 @@ def collect(
         value_dtype=value_dtype,
         seed=seed,
     )
-    root = Path(path)
-    created = not (root / "manifest.json").exists()
-    manifest = _open_or_create(root, settings, resume)
-    if save_decoder:
-        manifest = _save_decoders(root, coder_list, settings.coders, fsync, manifest)
-    if not manifest.complete:
-        try:
-            manifest = _run(backend, coder_list, stream, root, manifest, progress, fsync)
-        except BaseException:
-            # leave no empty store behind a failed start (an empty dataset, a missing library)
-            if created and not Manifest.load(root).shards:
-                shutil.rmtree(root, ignore_errors=True)
-            raise
-    store = ActivationStore(root)
-    if compute_stats and not manifest.stats_complete:
-        from saexplain.store.stats import compute_all_stats
-
-        compute_all_stats(store, n_quantiles=n_quantiles)
-        store = ActivationStore(root)
-    return store
+    return settings, stream
 
 
 def _open_or_create(root: Path, settings: CollectionSettings, resume: bool) -> Manifest:
@@ -241,7 +283,7 @@ def _drop_missing(root: Path, manifest: Manifest) -> Manifest:
     names = _shard_files(manifest.settings)
     keep = len(manifest.shards)
     for i, shard in enumerate(manifest.shards):
-        folder = root / "shards" / f"{shard.index:05d}"
+        folder = root / "shards" / shard.folder
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             what = f"lacks {missing[0]}" if folder.is_dir() else "is missing"
@@ -340,6 +382,9 @@ def _run(
     budget = None if settings.token_budget is None else settings.token_budget // ctx
     done = manifest.n_contexts
     _clean_stale(root, manifest)
+    if manifest.parked:  # one process collects in order: parked slices are collected again
+        manifest = manifest.model_copy(update={"parked": ()})
+        manifest.save(root)
     contexts = iter(stream)
     skipped = _skip(contexts, done)
     if skipped < done:
@@ -424,7 +469,7 @@ def _clean_stale(root: Path, manifest: Manifest) -> None:
     """Remove shard directories a killed run left behind (temporary or never committed)."""
     shards = root / "shards"
     shards.mkdir(exist_ok=True)
-    committed = {f"{s.index:05d}" for s in manifest.shards}
+    committed = {s.folder for s in manifest.shards}  # parked shards are collected again
     for entry in shards.iterdir():
         if entry.name not in committed:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
@@ -543,11 +588,19 @@ def _collect_shard(
 
 
 def _write_shard(
-    root: Path, number: int, start: int, shard: _Shard, settings: CollectionSettings, fsync: bool
+    root: Path,
+    number: int,
+    start: int,
+    shard: _Shard,
+    settings: CollectionSettings,
+    fsync: bool,
+    name: str | None = None,
 ) -> ShardInfo:
+    """Write one shard into a temporary folder and publish it as `shards/<folder>` (`name`, or
+    the shard's number); the manifest is the caller's."""
     tokens, acts = shard
-    name = f"{number:05d}"
-    tmp = root / "shards" / f".tmp-{name}-{os.getpid()}-{time.monotonic_ns()}"
+    folder = name if name is not None else f"{number:05d}"
+    tmp = root / "shards" / f".tmp-{folder}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir(parents=True)
     try:
         token_dtype = np.int32 if tokens.max(initial=0) < 2**31 else np.int64
@@ -571,7 +624,7 @@ def _write_shard(
                 checksums[file] = save_npy(tmp / file, column, fsync=fsync)
             nnz[info.key] = len(value)
             dtypes[info.key] = dtype
-        publish_dir(tmp, root / "shards" / name, fsync=fsync)
+        publish_dir(tmp, root / "shards" / folder, fsync=fsync)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
@@ -583,4 +636,5 @@ def _write_shard(
         nnz=nnz,
         value_dtypes=dtypes,
         checksums=checksums,
+        name=name,
     )

@@ -12,7 +12,7 @@ the places the pieces live:
   and `fresh_plugin_manager`;
 - `agreement`: `check_backends_agree` and `check_planted`, across backends;
 - `competent`: provider responders that explain, score and write texts like a competent LLM;
-- `env`: `set_offline_env`.
+- `env`: `set_offline_env`, `isolated_cache` (a test's own response cache; shared model builds).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from saexplain.testing.contracts import (
     fresh_plugin_manager,
 )
 from saexplain.testing.data import make_record, synthetic_corpus
-from saexplain.testing.env import OFFLINE_ENV, set_offline_env
+from saexplain.testing.env import OFFLINE_ENV, isolated_cache, set_offline_env
 from saexplain.testing.fakes import FakeBackend, FakeCoder, PlantedValuesCoder
 from saexplain.testing.providers import Answer, ScriptedProvider, failing_every
 
@@ -74,6 +74,7 @@ __all__ = [
     "explanation_keywords",
     "failing_every",
     "fresh_plugin_manager",
+    "isolated_cache",
     "make_record",
     "set_offline_env",
     "synthetic_corpus",

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ast
 import inspect
-import os
 import re
 import sysconfig
 from functools import cache
 from pathlib import Path
+
+from saexplain.files import cache_dir
 
 __all__ = ["DEMO_MODULES", "default_cache_dir", "demo_corpus"]
 
@@ -205,10 +206,9 @@ _CODE_START = re.compile(r"^\s*(>>>|\.\.\.|\$ |[-=~*+|]{3,}|[{}\[\]#@])")
 
 
 def default_cache_dir() -> Path:
-    """Where demo assets (the converted SmolLM2 weights, the trained SAE) are cached:
-    `$SAEXPLAIN_CACHE` if set, else `~/.cache/saexplain`."""
-    env = os.environ.get("SAEXPLAIN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "saexplain"
+    """Where the demo's SAE is cached: `saexplain.files.cache_dir("demo")`
+    (`$SAEXPLAIN_CACHE_DIR/demo`, else `~/.cache/saexplain/demo`)."""
+    return cache_dir("demo")
 
 
 def _is_prose(paragraph: str) -> bool:

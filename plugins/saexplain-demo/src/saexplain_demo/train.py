@@ -420,8 +420,8 @@ def demo_coder_for(
     `settings` are `DemoSAESettings` fields (layer, expansion, k, n_train_tokens, context_length,
     batch_size, lr, seed). `n_train_tokens` training samples are drawn from the activations of
     `corpus` (default `demo_corpus()`, ~150k tokens: epochs repeat when it is shorter). The cache
-    (`cache_dir`, default `$SAEXPLAIN_CACHE` or `~/.cache/saexplain`) is keyed by every setting,
-    the corpus, the model's weights and the SAELens and torch versions.
+    (`cache_dir`, default `$SAEXPLAIN_CACHE_DIR/demo` or `~/.cache/saexplain/demo`) is keyed by
+    every setting, the corpus, the model's weights and the SAELens and torch versions.
     """
     if backend is None:
         raise ConfigError("the demo coder needs the backend whose model it is trained on")

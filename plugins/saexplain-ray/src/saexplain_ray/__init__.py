@@ -14,16 +14,16 @@ from saexplain import hookimpl
 from saexplain.hookspecs import Register
 
 if TYPE_CHECKING:
-    from saexplain_ray.executor import RayExecutor
+    from saexplain_ray.collect import ShardingRayExecutor
 
 __all__ = ["make_ray_executor", "register_executors"]
 
 
-def make_ray_executor(**settings: Any) -> RayExecutor:
-    """Executor factory `ray` (settings: see `RaySettings`)."""
-    from saexplain_ray.executor import RayExecutor, RaySettings
+def make_ray_executor(**settings: Any) -> ShardingRayExecutor:
+    """Executor factory `ray` (settings: see `RaySettings` and `RayCollectSettings`)."""
+    from saexplain_ray.collect import RayCollectSettings, ShardingRayExecutor
 
-    return RayExecutor(RaySettings.parse(settings))
+    return ShardingRayExecutor(RayCollectSettings.parse(settings))
 
 
 @hookimpl
@@ -31,5 +31,7 @@ def register_executors(register: Register) -> None:
     register(
         "ray",
         make_ray_executor,
-        description="explainers and scorers sharded over a Ray cluster (address: local | auto)",
+        description=(
+            "collection, explainers and scorers sharded over a Ray cluster (address: local | auto)"
+        ),
     )

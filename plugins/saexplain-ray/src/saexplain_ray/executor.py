@@ -1,22 +1,27 @@
-"""The `ray` executor: a run's explain-and-score stage with every method call on a Ray worker.
+"""The `ray` executor: a run's explain-and-score stage with the method calls on Ray workers.
 
 The driver (the process running `saexplain run` or `sx.explain`) keeps everything but the calls:
 `saexplain.pipeline.explain_and_score` decides the pending (latent, method) pairs (so resume skips
 done pairs before anything is submitted), runs the phases, and is the single writer of
-`explanations.jsonl` and `scores.jsonl`. Each call goes to the least busy of `workers`
-`MethodWorker` actors, which built the run's methods once; its result comes back and is written
-then. A worker that dies is restarted by Ray and its unfinished calls are retried there
-(`max_restarts`), so nothing is lost, and since only returned results are written, nothing is
-written twice. Provider limits and the spend cap are one `Budget` actor's; each call's usage
-comes back with its result into the run's one ledger (`spend.json`) and the progress bar.
+`explanations.jsonl`, `scores.jsonl` and the prompt logs. `RayCalls` gathers the calls it is
+asked for into Ray tasks of up to `latents_per_task` calls (one per latent and method), so Ray's
+per-task overhead is paid per batch, and sends each to the least busy of `workers`
+`MethodWorker` actors, which built the run's methods once and run a task's calls concurrently;
+each result is written when its task returns. A worker that dies is restarted by Ray and its
+unfinished tasks are retried there (`max_restarts`), so nothing is lost, and since only returned
+results are written, nothing is written twice. Provider limits, the spend cap and the record of
+every paid call are one `Budget` actor's: the driver moves a task's charges into the run's one
+ledger (`spend.json`) when the task returns, and what is left at the end, so a call paid for by a
+worker that died is counted once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,8 +31,9 @@ from saexplain.models import Explanation, LatentRecord, Score
 from saexplain.pipeline import Prepared, explain_and_score
 from saexplain.protocols import Provider, needs_of
 from saexplain.providers import Ledger, ProviderLayer, RetryLayer, run_ledger
-from saexplain_ray.budget import Budget, ModelLimits
-from saexplain_ray.worker import MethodWorker, Outcome, ProviderPlan, WorkerPayload
+from saexplain.rundir import RunDir
+from saexplain_ray.budget import Budget, Forwarded, ModelLimits
+from saexplain_ray.worker import Call, MethodWorker, Outcome, ProviderPlan, WorkerPayload
 
 __all__ = ["RayCalls", "RayExecutor", "RaySettings"]
 
@@ -46,6 +52,8 @@ class RaySettings(BaseModel):
     num_cpus: int | None = Field(default=None, ge=1)  # a local cluster's CPUs (None: all)
     cpus_per_worker: float = Field(default=1.0, ge=0.0)
     max_restarts: int = Field(default=3, ge=-1)  # per worker; -1: without limit
+    # method calls (one per latent and method) per Ray task: Ray's overhead is paid per task
+    latents_per_task: int = Field(default=8, ge=1)
 
     @classmethod
     def parse(cls, settings: dict[str, Any]) -> RaySettings:
@@ -71,41 +79,122 @@ def _raise(error: tuple[str, str]) -> None:
     raise type(name, (_RemoteError,), {})(message)
 
 
+def record_calls(ledger: Ledger, calls: Sequence[Forwarded]) -> None:
+    """Put calls a worker or the `Budget` actor handed back into the run's ledger."""
+    for call in calls:
+        if call.error is not None:
+            ledger.keep_error(call.error)
+        else:
+            tags = dict(call.tags)
+            ledger.record(call.provider, call.model, call.usage, tags, cached=call.cached)
+
+
+@dataclass
+class _Pending:
+    call: Call
+    future: asyncio.Future[Outcome]
+
+
+@dataclass
 class RayCalls:
-    """`MethodCalls` over Ray actors: each call goes to the worker with the fewest calls in
-    flight; what it paid for is recorded in the driver's `ledger` as it returns."""
+    """`MethodCalls` over Ray actors, in batches: the calls asked for are gathered (until
+    `per_task` are waiting, or `linger_s` after the first) into one Ray task, sent to the worker
+    with the fewest calls in flight. When a task returns, the driver records what it cost (the
+    `Budget` actor's charges of the task, the workers' cache hits and failures), writes its
+    prompt-log entries, then hands each call its result."""
 
-    def __init__(self, workers: Sequence[Any], ledger: Ledger | None) -> None:
-        self.workers = list(workers)
-        self.busy = [0] * len(self.workers)
-        self.ledger = ledger
+    workers: Sequence[Any]
+    budget: Any
+    ledger: Ledger | None
+    per_task: int = 8
+    prompt_logs: RunDir | None = None
+    linger_s: float = 0.005
+    tasks: int = 0  # Ray tasks sent
+    _busy: list[int] = field(default_factory=list)
+    _queue: list[_Pending] = field(default_factory=list)
+    _timer: asyncio.TimerHandle | None = None
+    _sending: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def _call(self, method: str, *args: Any) -> Any:
-        i = min(range(len(self.workers)), key=self.busy.__getitem__)
-        self.busy[i] += 1
-        try:
-            outcome: Outcome = await getattr(self.workers[i], method).remote(*args)
-        finally:
-            self.busy[i] -= 1
-        if self.ledger is not None:
-            for call in outcome.calls:
-                if call.error is not None:
-                    self.ledger.record_error(type(call.error, (Exception,), {})())
-                else:
-                    tags = dict(call.tags)
-                    self.ledger.record(
-                        call.provider, call.model, call.usage, tags, cached=call.cached
-                    )
+    def __post_init__(self) -> None:
+        self._busy = [0] * len(self.workers)
+
+    async def _call(self, call: Call) -> Any:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(call, loop.create_future())
+        self._queue.append(pending)
+        if len(self._queue) >= self.per_task:
+            self._flush()
+        elif self._timer is None:
+            # the calls freed by one returning task arrive over a few loop turns: wait for them
+            self._timer = loop.call_later(self.linger_s, self._flush)
+        outcome = await pending.future
         if outcome.error is not None:
             _raise(outcome.error)
         return outcome.result
 
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._queue = self._queue, []
+        if batch:
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        i = min(range(len(self.workers)), key=self._busy.__getitem__)
+        self._busy[i] += len(batch)
+        self.tasks += 1
+        name = uuid.uuid4().hex  # the task's charges are kept under it by the budget
+        try:
+            outcomes: list[Outcome] = await self.workers[i].run.remote(
+                name, [p.call for p in batch]
+            )
+        except Exception as error:  # the worker is gone for good: each call's error
+            await self._settle(name)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        except BaseException:  # cancelled: so are its calls (`drain` settles the charges)
+            for p in batch:
+                p.future.cancel()
+            raise
+        finally:
+            self._busy[i] -= len(batch)
+        await self._settle(name)
+        for p, outcome in zip(batch, outcomes, strict=True):
+            if self.ledger is not None:
+                record_calls(self.ledger, outcome.calls)
+            if self.prompt_logs is not None:
+                for latent, entry in outcome.prompts:
+                    self.prompt_logs.log(latent).append(entry)
+            if not p.future.done():
+                p.future.set_result(outcome)
+
+    async def _settle(self, name: str) -> None:
+        charges: list[Forwarded] = await self.budget.settle.remote(name)
+        if self.ledger is not None:
+            record_calls(self.ledger, charges)
+
+    async def drain(self) -> None:
+        """Wait for the tasks still in flight, then record every charge the budget holds that
+        no returned task claimed (calls of tasks that never came back)."""
+        self._flush()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+        charges: list[Forwarded] = await self.budget.settle_all.remote()
+        if self.ledger is not None:
+            record_calls(self.ledger, charges)
+            self.ledger.save()
+
     async def explain(self, name: str, record: LatentRecord) -> Explanation:
-        result: Explanation = await self._call("explain", name, record)
+        result: Explanation = await self._call(("explain", name, record, None))
         return result
 
     async def score(self, name: str, record: LatentRecord, explanation: Explanation) -> Score:
-        result: Score = await self._call("score", name, record, explanation)
+        result: Score = await self._call(("score", name, record, explanation))
         return result
 
 
@@ -130,9 +219,14 @@ def provider_plans(p: Prepared) -> tuple[dict[str, ProviderPlan], dict[str, Mode
         raw = provider.innermost if isinstance(provider, ProviderLayer) else provider
         spec = specs.get(role) if _spec_built(provider) else None
         if spec is not None and spec.batch is not None:
+            # a provider batch gathers many calls into one upload and polls it for hours: the
+            # calls would have to come from every worker to one process, which is what an
+            # in-process run already is (it only uploads and polls, no worker needed)
             raise ConfigError(
-                "executor 'ray' does not send provider batches yet: drop `batch` from the "
-                "provider, or run in-process (no `executor`)"
+                f"executor 'ray' does not send provider batches ({role} provider {spec.model!r} "
+                "has `batch`): a batch run only uploads requests and polls for answers, which "
+                "one process does; drop `executor` to send batches in-process, or drop `batch` "
+                "to call the provider interactively from the Ray workers"
             )
         plans[role] = ProviderPlan(raw=raw, spec=spec)
         if spec is not None:
@@ -187,10 +281,6 @@ class RayExecutor:
     ) -> None:
         import ray
 
-        if p.config.log_prompts:
-            raise ConfigError(
-                "executor 'ray' does not write prompt logs (log_prompts) yet: run in-process"
-            )
         limits = provider_plans(p)[1]  # checks the providers before starting anything
         payload = worker_payload(p, store)
         started = self._connect()
@@ -213,13 +303,21 @@ class RayExecutor:
             for _ in range(s.workers)
         ]
         log.info("ray: %d workers (%s)", len(workers), s.address)
+        calls = RayCalls(
+            workers,
+            budget,
+            ledger,
+            per_task=s.latents_per_task,
+            prompt_logs=p.run_dir if p.config.log_prompts else None,
+        )
         try:
-            await explain_and_score(
-                p, records, store, progress=progress, calls=RayCalls(workers, ledger)
-            )
-            self.last_budget = await budget.state.remote()
+            await explain_and_score(p, records, store, progress=progress, calls=calls)
         finally:
-            for actor in [*workers, budget]:
-                ray.kill(actor)
+            try:  # what every worker paid for is in spend.json, whatever ended the run
+                await calls.drain()
+                self.last_budget = {**await budget.state.remote(), "tasks": calls.tasks}
+            finally:
+                for actor in [*workers, budget]:
+                    ray.kill(actor)
             if started:
                 await asyncio.to_thread(ray.shutdown)

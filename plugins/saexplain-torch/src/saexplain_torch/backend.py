@@ -566,12 +566,60 @@ class TorchBackend(ABC):
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor], list[list[int]]]:
         """`probe` at each row's last token and each row's continuation (token ids, up to the
         end-of-text token), from the same edited pass: a caching backend decodes from that pass's
-        KV cache. Rows must have one length (no padding); edits as in `generate`."""
-        ids = self._ids(tokens)
-        if not np.asarray(tokens.mask).all():
-            raise ConfigError("probe_and_generate needs rows of one length (no padding)")
+        KV cache. Rows of different lengths (a padded `tokens`) run as one batch per length, in
+        which edit positions count from each row's start; edits as in `generate`."""
         self._check_generation(edits, temperature)
         pick = picker(temperature, seed)
+        if not np.asarray(tokens.mask).all():
+            return self._probe_and_generate_by_length(
+                tokens.rows(), edits, layers, max_new_tokens, pick
+            )
+        return self._probe_and_generate(self._ids(tokens), edits, layers, max_new_tokens, pick)
+
+    def _probe_and_generate_by_length(
+        self,
+        rows: list[list[int]],
+        edits: Sequence[Edit],
+        layers: Sequence[int],
+        max_new_tokens: int,
+        pick: Picker,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], list[list[int]]]:
+        """`probe_and_generate` over rows of different lengths: one batch per length, results
+        put back in the rows' order."""
+        if min((len(r) for r in rows), default=0) == 0:
+            raise EmptyDatasetError("a row has no tokens")
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(len(row), []).append(i)
+        order: list[int] = []
+        logits: list[torch.Tensor] = []
+        resid: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        new: list[list[int]] = []
+        for members in groups.values():
+            ids = torch.tensor([rows[i] for i in members], dtype=torch.long, device=self.device)
+            mine = _edits_for_rows(edits, members)
+            out = self._probe_and_generate(ids, mine, layers, max_new_tokens, pick)
+            order += members
+            logits.append(out[0])
+            for layer in layers:
+                resid[layer].append(out[1][layer])
+            new += out[2]
+        back = torch.as_tensor(np.argsort(order), device=self.device)
+        return (
+            torch.cat(logits)[back],
+            {layer: torch.cat(parts)[back] for layer, parts in resid.items()},
+            [new[i] for i in back.tolist()],
+        )
+
+    def _probe_and_generate(
+        self,
+        ids: torch.Tensor,
+        edits: Sequence[Edit],
+        layers: Sequence[int],
+        max_new_tokens: int,
+        pick: Picker,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], list[list[int]]]:
+        """`probe_and_generate` over rows of one length."""
         length = ids.shape[1]
         logits, resid, cache = self._pass(
             ids, edits, layers=layers, positions=[length - 1], keep_cache=self.caching
