@@ -271,6 +271,11 @@ def test_given_explanations_with_several_coders_are_refused(tmp_path: Path) -> N
         pm.register_plugin(toy, name="toy")
         cfg = make_config(tmp_path, "given", "both", explainers=[given])
         with pytest.raises(ConfigError, match=r"keyed by latent index.*2 coders"):
-            prepare(cfg, model=backend, coder=[shallow, deep], dataset=texts, manager=pm)
+            prepare(cfg, model=backend, coder=[shallow, deep], dataset=texts, **given_run(pm))
         one = make_config(tmp_path, "given1", "shallow", explainers=[given])
-        assert prepare(one, model=backend, coder=[shallow], dataset=texts, manager=pm).coders
+        assert prepare(one, model=backend, coder=[shallow], dataset=texts, **given_run(pm)).coders
+
+
+def given_run(pm: Any) -> dict[str, Any]:
+    """prepare's keywords: the toy scorer's LLM (the core alone registers no provider)."""
+    return {"providers": {"default": toy.llm(0.0)}, "manager": pm}

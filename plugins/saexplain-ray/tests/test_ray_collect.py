@@ -80,9 +80,11 @@ def ray_executor(**settings: Any) -> Any:
     return make_ray_executor(address="auto", slice_contexts=SLICE, **settings)
 
 
-def collect(cfg: RunConfig, manager: Any, executor: Any = None) -> ActivationStore:
+def collect(
+    cfg: RunConfig, manager: Any, executor: Any = None, progress: bool = False
+) -> ActivationStore:
     p = prepare(cfg, manager=manager)
-    return collect_store(p, progress=False, executor=executor)
+    return collect_store(p, progress=progress, executor=executor)
 
 
 def assert_same_store(one: ActivationStore, other: ActivationStore) -> None:
@@ -107,12 +109,16 @@ def assert_same_store(one: ActivationStore, other: ActivationStore) -> None:
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_sharded_collection_equals_one_process(tmp_path, cluster, manager, workers):
+def test_sharded_collection_equals_one_process(tmp_path, cluster, manager, workers, capsys):
     local = collect(config(tmp_path, "local", coders=2), manager)
+    capsys.readouterr()
     t0 = time.perf_counter()
     executor = ray_executor(workers=workers)
-    sharded = collect(config(tmp_path, "ray", coders=2), manager, executor)
+    sharded = collect(config(tmp_path, "ray", coders=2), manager, executor, progress=True)
     elapsed = time.perf_counter() - t0
+    # the driver's one bar, in tokens, full when the last slice is committed
+    bar = capsys.readouterr().err
+    assert "collect" in bar and f"{CONTEXTS * 32 / 1000:.2f}k/{CONTEXTS * 32 / 1000:.2f}k" in bar
     assert executor.last_collect["slices"] == 5
     assert executor.last_collect["collectors"] == workers
     assert_same_store(local, sharded)

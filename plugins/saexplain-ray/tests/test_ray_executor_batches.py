@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("saexplain_ray")
 
 from saexplain_ray.budget import Forwarded
-from saexplain_ray.executor import RayCalls
+from saexplain_ray.executor import RayCalls, task_size
 from saexplain_ray.worker import Outcome
 
 from saexplain.models import Usage
@@ -160,3 +160,10 @@ async def test_settling_a_task_frees_the_slot_a_dead_attempt_held_and_keeps_its_
     assert [dict(c.tags)["latent"] for c in charges] == ["a"]
     assert await asyncio.wait_for(waiting, timeout=1) is None
     assert budget.spent == PAID.cost_usd and await budget.settle("t1") == []
+
+
+def test_a_task_holds_at_most_one_workers_share_of_the_concurrency() -> None:
+    assert task_size(8, 64, 2) == 8  # plenty of slots: full tasks
+    assert task_size(8, 8, 2) == 4  # one task of 8 would leave the second worker idle
+    assert task_size(8, 16, 4) == 4
+    assert task_size(8, 1, 4) == 1  # never empty

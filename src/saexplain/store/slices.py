@@ -39,10 +39,10 @@ from saexplain.interrupts import check_interrupt
 from saexplain.protocols import Backend, SparseCoder
 from saexplain.store.manifest import Manifest, ShardInfo, saexplain_version
 from saexplain.store.writer import (
+    CollectionProgress,
     _collect_shard,
     _log_collected,
     _open_or_create,
-    _Progress,
     _save_decoders,
     _skip,
     _take,
@@ -220,7 +220,7 @@ def collect_slice(
     contexts = iter(stream)
     if _skip(contexts, part.start) < part.start:  # the dataset ended before this slice
         return SliceResult(part, (), 0, stream.n_docs, stream.n_tokens_read)
-    bar = _Progress(progress, (part.stop - part.start) * config.context_length, 0)
+    bar = CollectionProgress(progress, (part.stop - part.start) * config.context_length, 0)
     infos: list[ShardInfo] = []
     done = part.start
     try:

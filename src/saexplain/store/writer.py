@@ -91,7 +91,7 @@ def _bos_policy(prepend_bos: bool, doc_separator: bool, context_length: int, pre
     return f"{head}; {sep}; {drop}"
 
 
-class _Progress:
+class CollectionProgress:
     """A tqdm bar in tokens (shows tokens/s), or nothing when disabled or tqdm is missing."""
 
     def __init__(self, enabled: bool, total: int | None, initial: int) -> None:
@@ -392,7 +392,7 @@ def _run(
             f"cannot resume {root}: the dataset now yields {skipped} contexts, "
             f"{done} were already stored"
         )
-    bar = _Progress(progress, None if budget is None else budget * ctx, done * ctx)
+    bar = CollectionProgress(progress, None if budget is None else budget * ctx, done * ctx)
     # The next shard runs through the model while a writer thread merges, writes and commits
     # the previous one. Shards are still committed strictly in order: a shard is handed over
     # only once the one before it is in the manifest.
@@ -551,7 +551,7 @@ def _collect_shard(
     coders: Sequence[SparseCoder],
     settings: CollectionSettings,
     tokens: npt.NDArray[np.int64],
-    bar: _Progress,
+    bar: CollectionProgress,
 ) -> tuple[npt.NDArray[np.int64], dict[str, _ShardBuffer]]:
     """Run the shard's contexts through the backend in batches; sparse acts sorted by latent."""
     ctx = settings.context_length

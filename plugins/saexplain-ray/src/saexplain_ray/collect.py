@@ -51,6 +51,7 @@ from saexplain.store.slices import (
     open_sliced,
     plan_slices,
 )
+from saexplain.store.writer import CollectionProgress
 from saexplain_ray.executor import RayExecutor, RaySettings
 
 __all__ = ["CollectPayload", "RayCollectSettings", "ShardingRayExecutor", "SliceCollector"]
@@ -177,11 +178,17 @@ class ShardingRayExecutor(RayExecutor):
         if isinstance(payload, str):
             log.warning("ray: collecting in this process, not on the workers: %s", payload)
             return False
-        self._collect(prepared, path, payload, s)
+        self._collect(prepared, path, payload, s, progress=progress)
         return True
 
     def _collect(
-        self, p: Prepared, path: Path, payload: CollectPayload, s: RayCollectSettings
+        self,
+        p: Prepared,
+        path: Path,
+        payload: CollectPayload,
+        s: RayCollectSettings,
+        *,
+        progress: bool,
     ) -> None:
         import ray
 
@@ -221,6 +228,9 @@ class ShardingRayExecutor(RayExecutor):
                 running[actor.collect.remote(part.start, part.stop)] = (actor, part)
 
         tokens_read = 0
+        # one bar in the driver, advanced as each slice is committed
+        ctx = int(settings["context_length"])
+        bar = CollectionProgress(progress, budget * ctx, manifest.n_contexts * ctx)
         try:
             for actor in actors:
                 submit(actor)
@@ -238,6 +248,7 @@ class ShardingRayExecutor(RayExecutor):
                     )
                     raise
                 manifest = commit_slice(path, manifest, result)
+                bar.update(result.n_contexts * ctx)
                 tokens_read = max(tokens_read, result.n_tokens_read)
                 log.info(
                     "ray: slice [%d, %d) collected (%d contexts)",
@@ -248,6 +259,7 @@ class ShardingRayExecutor(RayExecutor):
                 check_interrupt()  # Ctrl-C: stop here; the committed slices are kept
                 submit(actor)
         finally:
+            bar.close()
             for actor in actors:
                 ray.kill(actor)
         finish_slices(path, manifest, n_tokens_read=tokens_read)

@@ -95,6 +95,14 @@ class _Pending:
     future: asyncio.Future[Outcome]
 
 
+def task_size(latents_per_task: int, concurrency: int, workers: int) -> int:
+    """Calls per Ray task: `latents_per_task`, but no more than each worker's share of the run's
+    `concurrency`. A task holds its calls' concurrency slots until its slowest call returns, so
+    tasks larger than that share leave workers idle (one task of 8 at concurrency 8 runs on one
+    of two workers)."""
+    return max(1, min(latents_per_task, concurrency // max(workers, 1)))
+
+
 @dataclass
 class RayCalls:
     """`MethodCalls` over Ray actors, in batches: the calls asked for are gathered (until
@@ -307,7 +315,7 @@ class RayExecutor:
             workers,
             budget,
             ledger,
-            per_task=s.latents_per_task,
+            per_task=task_size(s.latents_per_task, p.config.concurrency, s.workers),
             prompt_logs=p.run_dir if p.config.log_prompts else None,
         )
         try:
