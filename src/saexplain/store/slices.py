@@ -40,6 +40,7 @@ from saexplain.protocols import Backend, SparseCoder
 from saexplain.store.manifest import Manifest, ShardInfo, saexplain_version
 from saexplain.store.writer import (
     CollectionProgress,
+    _clean_stale,
     _collect_shard,
     _log_collected,
     _open_or_create,
@@ -161,7 +162,7 @@ def plan_slices(
             kept.extend(mine)
         else:
             todo.append(part)
-    _remove_stale(root, {s.folder for s in (*manifest.shards, *kept)})
+    _clean_stale(root, {s.folder for s in (*manifest.shards, *kept)})
     if len(kept) != len(parked):
         dropped = len(parked) - len(kept)
         warnings.warn(
@@ -173,18 +174,6 @@ def plan_slices(
         manifest = manifest.model_copy(update={"parked": tuple(kept)})
         manifest.save(root)
     return todo, manifest
-
-
-def _remove_stale(root: Path, keep: set[str]) -> None:
-    """Remove every shard folder and temporary file not in `keep` (a dead worker's)."""
-    shards = root / "shards"
-    shards.mkdir(exist_ok=True)
-    for entry in shards.iterdir():
-        if entry.name not in keep:
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
-    for entry in root.glob(".*.tmp-*"):
-        if entry.is_file():
-            entry.unlink()
 
 
 def collect_slice(

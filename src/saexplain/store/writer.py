@@ -381,7 +381,7 @@ def _run(
     ctx = settings.context_length
     budget = None if settings.token_budget is None else settings.token_budget // ctx
     done = manifest.n_contexts
-    _clean_stale(root, manifest)
+    _clean_stale(root, {s.folder for s in manifest.shards})  # parked shards: collected again
     if manifest.parked:  # one process collects in order: parked slices are collected again
         manifest = manifest.model_copy(update={"parked": ()})
         manifest.save(root)
@@ -465,13 +465,13 @@ def _log_collected(done: int, budget: int | None, ctx: int, n_docs: int) -> None
         log.info("collected %d tokens (%d contexts) from %d documents", done * ctx, done, n_docs)
 
 
-def _clean_stale(root: Path, manifest: Manifest) -> None:
-    """Remove shard directories a killed run left behind (temporary or never committed)."""
+def _clean_stale(root: Path, keep: set[str]) -> None:
+    """Remove what a killed run (or a dead worker) left behind: every shard folder not named in
+    `keep` (temporary, never committed, or of a slice no longer kept) and half-written files."""
     shards = root / "shards"
     shards.mkdir(exist_ok=True)
-    committed = {s.folder for s in manifest.shards}  # parked shards are collected again
     for entry in shards.iterdir():
-        if entry.name not in committed:
+        if entry.name not in keep:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
     for folder in (root, *root.glob("coders/*"), root / "stats"):
         for entry in folder.glob(".*.tmp-*"):  # half-written manifests, decoders, statistics

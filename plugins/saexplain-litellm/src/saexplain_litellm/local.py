@@ -324,17 +324,9 @@ class LocalEngine:
         choices: list[list[Choice]] = [[] for _ in requests]
         completion_tokens = [0] * len(requests)
         for row, owner in enumerate(owners):
-            request = requests[owner]
-            ids, finish = _cut(sequences[row], eos, request.max_tokens)
-            text = tok.decode(ids, skip_special_tokens=True)
-            if request.stop:
-                ids, text, stopped = self._apply_stop(ids, text, request.stop)
-                finish = "stop" if stopped else finish
-            lps = None
-            if request.logprobs:
-                lps = self._logprobs(logits, row, ids, request.top_logprobs or 0)
-            choices[owner].append(Choice(text=text, logprobs=lps, finish_reason=finish))
-            completion_tokens[owner] += len(ids)
+            choice, n_new = self._choice(requests[owner], sequences[row], logits, row, eos)
+            choices[owner].append(choice)
+            completion_tokens[owner] += n_new
         mask = enc["attention_mask"]
         responses = []
         for j, _request in enumerate(requests):
@@ -397,27 +389,41 @@ class LocalEngine:
         eos = _eos_ids(tok, model)
         responses = []
         for r, request in enumerate(requests):
-            token_ids, finish = _cut([int(last[r].argmax())], eos, 1)
-            text = tok.decode(token_ids, skip_special_tokens=True)
-            if request.stop:
-                token_ids, text, stopped = self._apply_stop(token_ids, text, request.stop)
-                finish = "stop" if stopped else finish
-            lps = None
-            if request.logprobs:
-                lps = self._logprobs((last,), r, token_ids, request.top_logprobs or 0)
+            choice, n_new = self._choice(request, [int(last[r].argmax())], (last,), r, eos)
             responses.append(
                 ChatResponse(
                     model=self.name_or_path,
-                    choices=(Choice(text=text, logprobs=lps, finish_reason=finish),),
+                    choices=(choice,),
                     usage=Usage(
                         prompt_tokens=len(prompts[r]),
-                        completion_tokens=len(token_ids),
+                        completion_tokens=n_new,
                         cost_usd=0.0,
                         calls=1,
                     ),
                 )
             )
         return responses
+
+    def _choice(
+        self,
+        request: ChatRequest,
+        new_ids: list[int],
+        logits: Sequence[Any],
+        row: int,
+        eos: Sequence[int],
+    ) -> tuple[Choice, int]:
+        """One answer to `request` from the token ids a pass produced for it (cut at the end of
+        text, its `max_tokens` and its stops), with its logprobs read at `row` of `logits` (one
+        (rows, vocab) tensor per step); and the number of tokens it kept."""
+        ids, finish = _cut(new_ids, eos, request.max_tokens)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if request.stop:
+            ids, text, stopped = self._apply_stop(ids, text, request.stop)
+            finish = "stop" if stopped else finish
+        lps = None
+        if request.logprobs:
+            lps = self._logprobs(logits, row, ids, request.top_logprobs or 0)
+        return Choice(text=text, logprobs=lps, finish_reason=finish), len(ids)
 
     def _score(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Log-probabilities of each request's `score_text` after its rendered prompt: one
