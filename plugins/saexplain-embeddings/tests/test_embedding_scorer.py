@@ -147,6 +147,8 @@ def test_failed_explanation_bad_settings_and_missing_model(planted, tmp_path):
     for kwargs in ({"model": ""}, {"batch_size": 0}, {"max_negatives": 0}, {"query_prompt": 3}):
         with pytest.raises(ConfigError):
             EmbeddingScorer(**kwargs)
+    with pytest.raises(ConfigError, match="window"):
+        EmbeddingScorer(window=0)
     missing = EmbeddingScorer(model=str(tmp_path / "no-model-here"))
     score = run_sync(missing.score(record, explanation(record, 0), MethodContext()))
     assert score.status is Status.ERROR and "no-model-here" in score.error
